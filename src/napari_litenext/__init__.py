@@ -1,0 +1,60 @@
+"""napari-litenext: LiteNeXt segmentation for napari, scripts and the command line.
+
+The public API is imported lazily so that ``import napari_litenext`` (done by napari at start-up to
+read the plugin manifest) does not import torch::
+
+    import napari_litenext as nl
+    model = nl.load_model("nuclei")
+    result = nl.predict(image, model)        # result.probabilities, result.labels
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "load_model": "registry",
+    "bundled_models": "registry",
+    "predict": "predict",
+    "segment": "predict",
+    "Prediction": "predict",
+    "postprocess": "postprocess",
+    "train": "train",
+    "TrainConfig": "train",
+    "evaluate": "evaluate",
+    "LiteNeXt": "model",
+    "ModelConfig": "config",
+    "InferenceConfig": "config",
+    "ModelCard": "config",
+    "save_checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .config import InferenceConfig, ModelCard, ModelConfig
+    from .evaluate import evaluate
+    from .model import LiteNeXt
+    from .postprocess import postprocess
+    from .predict import Prediction, predict, segment
+    from .registry import bundled_models, load_model
+    from .train import TrainConfig, train
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'napari_litenext' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
