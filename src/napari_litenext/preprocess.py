@@ -75,8 +75,6 @@ def intensity_range(image: np.ndarray, inference: InferenceConfig) -> tuple[floa
         return 0.0, 1.0
     if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
         raise InputError(f"image has dtype {image.dtype}; convert it to an integer or float image")
-    flat = image.reshape(-1) if image.flags.c_contiguous else image.ravel()
-    sample = flat[:: max(1, flat.size // _PERCENTILE_SAMPLE)]
     if np.issubdtype(image.dtype, np.floating) and not _all_finite(image):
         raise InputError("image contains NaN or infinite values; replace them (e.g. np.nan_to_num) first")
     mode = inference.normalisation
@@ -88,17 +86,34 @@ def intensity_range(image: np.ndarray, inference: InferenceConfig) -> tuple[floa
     if mode == "minmax":
         lo, hi = float(image.min()), float(image.max())
     else:
-        lo, hi = (float(v) for v in np.percentile(sample, inference.percentiles))
+        lo, hi = (float(v) for v in np.percentile(_subsample(image), inference.percentiles))
     if hi <= lo:  # a constant image: map it to 0 rather than divide by zero
         hi = lo + 1.0
     return lo, hi
 
 
+def _subsample(image: np.ndarray) -> np.ndarray:
+    """About ``_PERCENTILE_SAMPLE`` values of ``image``, without copying the whole array.
+
+    ``ravel`` of a non-contiguous view (a channel of an RGB image, a transposed stack) would copy
+    every pixel, so the stride is taken along the first axis before flattening.
+    """
+    step = max(1, image.size // _PERCENTILE_SAMPLE)
+    if image.flags.c_contiguous:
+        return image.reshape(-1)[::step]
+    rows = image[:: min(step, image.shape[0])] if image.ndim > 1 else image[::step]
+    flat = rows.ravel()
+    return flat[:: max(1, flat.size // _PERCENTILE_SAMPLE)]
+
+
 def _all_finite(image: np.ndarray) -> bool:
-    # Row blocks keep the temporary boolean array small for huge images.
-    rows = image.reshape(image.shape[0], -1) if image.ndim > 1 else image[None]
-    step = max(1, 4_000_000 // max(1, rows.shape[1]))
-    return all(np.isfinite(rows[i:i + step]).all() for i in range(0, rows.shape[0], step))
+    # Blocks of leading-axis slices (views, even of non-contiguous arrays) keep the temporary
+    # boolean array small for huge images.
+    if image.ndim == 0:
+        return bool(np.isfinite(image))
+    per_row = max(1, image.size // max(1, image.shape[0]))
+    step = max(1, 4_000_000 // per_row)
+    return all(np.isfinite(image[i:i + step]).all() for i in range(0, image.shape[0], step))
 
 
 def apply_range(image: np.ndarray, lo: float, hi: float, invert: bool = False) -> np.ndarray:
