@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 from .config import InferenceConfig, ModelCard, ModelConfig
+from .fileutil import atomic_write
 from .model import LiteNeXt
 
 __all__ = ["Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint", "state_dict_sha256",
@@ -82,26 +82,6 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor], config: ModelConfig,
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` then move the result onto ``path`` in one step.
-
-    The temporary file lives in the destination folder so the final rename cannot cross file
-    systems; on any error it is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def save_checkpoint(path: str | os.PathLike, model: LiteNeXt, inference: InferenceConfig,

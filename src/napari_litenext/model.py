@@ -221,7 +221,13 @@ class LiteNeXt(nn.Module):
         return logits[..., :height, :width] if (pad_h or pad_w) else logits
 
     def _forward_aligned(self, x: Tensor) -> Tensor:
-        feats = self.encode(x)
+        return self.decode(self.encode(x))
+
+    def decode(self, feats: list[Tensor]) -> Tensor:
+        """Logits (B x 1 x H x W) from the encoder features of ``encode``.
+
+        Split from ``forward`` so that training can reuse the encoder output (SRP reads e4).
+        """
         d4 = self.bottleneck(feats[-1])
         units = self.fusion.units
         alpha = self.fusion.attention([u.key(f) for u, f in zip(units, feats + [d4])])  # B x 4 x D
