@@ -80,7 +80,10 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor], config: ModelConfig,
     for name in sorted(state_dict):
         tensor = state_dict[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        # A channels-last 1x1 conv weight counts as contiguous yet keeps a last stride != 1,
+        # which view(uint8) rejects; flattening gives the same bytes with stride 1.
+        flat = tensor.reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
