@@ -1,0 +1,85 @@
+"""``napari-litenext evaluate``: score a model on a folder of images with ground-truth masks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import CliError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``evaluate`` subcommand."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a model against ground-truth masks",
+        description="Predict every image in --images and compare it with the mask of the same name in "
+                    "--masks (<name>.png/.tif, <name>_mask.*, <name>_labels.*, ...). Prints mean Dice, "
+                    "IoU, precision and recall; with --instances also F1 of objects matched at IoU 0.5 "
+                    "and the aggregated Jaccard index.")
+    parser.add_argument("--model", required=True, help="bundled model name or checkpoint file")
+    parser.add_argument("--images", required=True, type=Path, help="folder of images")
+    parser.add_argument("--masks", required=True, type=Path,
+                        help="folder of masks: binary ({0,1} or {0,255}) or instance labels")
+    parser.add_argument("--instances", action="store_true",
+                        help="also score objects (needs label masks; binary masks are split into "
+                             "connected components)")
+    parser.add_argument("--protocol", choices=("native", "paper"), default="native",
+                        help="native: predict and score at each image's size (default); paper: resize to "
+                             "256x256, score there, skip images with empty masks (as the LiteNeXt paper)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="probability threshold (default: the model's)")
+    parser.add_argument("--channel", type=int, default=None, help="channel to segment in multichannel images")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="also write means and per-image scores to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the table, write the JSON file; 0 on success."""
+    if args.json is not None and args.json.exists() and not args.overwrite:
+        raise CliError(f"{args.json} exists; add --overwrite to replace it")
+    if args.json is not None and args.json.is_dir():
+        raise CliError(f"--json {args.json} is a folder; give a file name")
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise CliError(f"--threshold must be between 0 and 1 (exclusive), got {args.threshold}")
+
+    from ..evaluate import evaluate_pairs
+
+    steps = evaluate_pairs(args.model, args.images, args.masks, instances=args.instances,
+                           protocol=args.protocol, threshold=args.threshold, device=args.device,
+                           channel=args.channel)
+    result = _drain(steps)
+    print(result.table())
+    if args.json is not None:
+        path = result.write_json(args.json, overwrite=args.overwrite)
+        print(f"scores written to {path}")
+    return 0
+
+
+def _drain(steps):
+    from tqdm import tqdm
+
+    bar = None
+    try:
+        while True:
+            try:
+                progress = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            if progress.message.startswith("note:"):
+                continue  # notes are printed with the table
+            if bar is None:
+                # disable=None: no bar when stderr is not a terminal (logs, pipes)
+                bar = tqdm(total=progress.total, unit="image", file=sys.stderr, disable=None, leave=False)
+            bar.n = progress.done
+            bar.set_postfix_str(progress.message[:30], refresh=True)
+    finally:
+        if bar is not None:
+            bar.close()
