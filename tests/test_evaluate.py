@@ -306,3 +306,40 @@ def test_resize_image_keeps_dtype_and_range():
     assert f.dtype == np.float32 and np.allclose(f, 0.25)
     with pytest.raises(EvaluationError, match="2D images"):
         ev._resize_image(np.zeros((2, 4, 4, 3), np.uint8), 16)
+
+
+# ---------------------------------------------------------------- the real predictor
+
+@pytest.mark.parametrize("protocol", ["native", "paper"])
+def test_evaluate_with_real_model_matches_predict(tmp_path, protocol):
+    """Evaluation gives exactly the scores of ``predict``'s labels (random weights, tiny images)."""
+    predict_module = pytest.importorskip("napari_litenext.predict")
+    import torch
+
+    from napari_litenext.config import InferenceConfig, ModelConfig
+    from napari_litenext.metrics import resize_nearest
+    from napari_litenext.model import LiteNeXt
+
+    torch.manual_seed(0)
+    model = LiteNeXt(ModelConfig(base_width=4, fusion_dim=8)).eval()  # small: same code, faster
+    model.inference = InferenceConfig(mode="resize", input_size=64, threshold=0.6)
+    rng = np.random.default_rng(1)
+    img, msk = tmp_path / "images", tmp_path / "masks"
+    images = {"a": rng.integers(0, 256, (40, 48), dtype=np.uint8),
+              "b": rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)}
+    masks = {"a": _square((40, 48), 5, 30, 10, 40, value=1), "b": _square((24, 24), 0, 12, 0, 24)}
+    for name in images:
+        _png(img / f"{name}.png", images[name])
+        _png(msk / f"{name}_mask.png", masks[name])
+    result = evaluate(model, img, msk, instances=True, protocol=protocol)
+    preds, gts = [], []
+    for name in sorted(images):
+        image, gt = images[name], masks[name]
+        if protocol == "paper":
+            image, gt = ev._resize_image(image, 256), resize_nearest(gt)
+        preds.append(predict_module.predict(image, model, instances=True).labels)
+        gts.append(gt)
+    expected = evaluate_arrays(preds, gts, instances=True, names=sorted(images))
+    assert result.means == pytest.approx(expected.means)
+    assert [r["name"] for r in result.rows] == ["a", "b"]
+    assert result.settings["threshold"] == 0.6
