@@ -1,0 +1,236 @@
+"""``napari-litenext predict``: segment image files, one label TIFF per input.
+
+All outputs are planned and checked before any work starts (an existing file is never replaced
+without ``--overwrite``), each file is written atomically, and an input that cannot be read or
+segmented is reported on one line while the others go on; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..config import MODES
+
+__all__ = ["add_parser", "run", "DEFAULT_MODEL"]
+
+#: Bundled model used when ``--model`` is not given.
+DEFAULT_MODEL = "nuclei"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``predict`` subcommand."""
+    p = subparsers.add_parser(
+        "predict", help="segment images; writes <name>_labels.tif per input",
+        description="Segment image files with a LiteNeXt model. Writes <name>_labels.tif for each "
+                    "input (label image; settings as JSON in the TIFF description), optionally "
+                    "<name>_prob.tif and <name>_overlay.png. Existing files are kept unless --overwrite.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, glob patterns or folders")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the results (created)")
+    p.add_argument("-m", "--model", metavar="NAME_OR_PATH",
+                   help=f"bundled model name or checkpoint file (default: {DEFAULT_MODEL!r} if bundled)")
+    p.add_argument("--threshold", type=float, help="foreground probability threshold (default: the model's)")
+    p.add_argument("--instances", action="store_true",
+                   help="number each object, splitting touching ones (int32 labels)")
+    p.add_argument("--min-size", type=int, metavar="PIXELS", help="remove objects smaller than this")
+    p.add_argument("--channel", type=int, help="channel to segment in multichannel images (0-based)")
+    p.add_argument("--axes", help="axes of the images, e.g. YX, YXC, CYX, ZYX, TYX, ZCYX (default: inferred)")
+    p.add_argument("--mode", choices=MODES, help="tile: native resolution; resize: whole image at the "
+                                                 "model's input size (default: the model's)")
+    p.add_argument("--tile-size", type=int, metavar="PIXELS", help="tile edge for --mode tile (multiple of 16)")
+    p.add_argument("--batch-size", type=int, default=8, help="tiles per network call (default: 8)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32)")
+    p.add_argument("--overlay", action="store_true",
+                   help="also write <name>_overlay.png (labels drawn on the image; 2D images only)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``predict``; returns 0, or 1 when some inputs failed (each reported on one line)."""
+    from . import CliError
+    from ..io import list_images
+
+    _check_numbers(args, CliError)
+    files = list_images(args.inputs)
+    outdir = Path(args.output).expanduser()
+    if outdir.exists() and not outdir.is_dir():
+        raise CliError(f"--output {outdir} is a file; give a folder")
+    plans = _plan_outputs(files, outdir, args, CliError)
+    if not args.overwrite:
+        clashes = [p for outputs in plans.values() for p in outputs.values() if p.exists()]
+        if clashes:
+            shown = ", ".join(str(p) for p in clashes[:4]) + (f" and {len(clashes) - 4} more" if len(clashes) > 4 else "")
+            raise CliError(f"{len(clashes)} output file(s) already exist ({shown}); "
+                           "pass --overwrite to replace them or choose another --output")
+    model, model_name = _load(args, CliError)
+    return _run_all(files, plans, model, model_name, args)
+
+
+def _check_numbers(args: argparse.Namespace, CliError: type) -> None:
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise CliError(f"--threshold must be between 0 and 1 (exclusive), got {args.threshold}")
+    if args.min_size is not None and args.min_size < 0:
+        raise CliError(f"--min-size must be >= 0, got {args.min_size}")
+    if args.tile_size is not None and (args.tile_size < 16 or args.tile_size % 16):
+        raise CliError(f"--tile-size must be a multiple of 16 and at least 16, got {args.tile_size}")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+
+
+def _plan_outputs(files: list[Path], outdir: Path, args: argparse.Namespace,
+                  CliError: type) -> dict[Path, dict[str, Path]]:
+    from ..io import output_stem
+
+    plans: dict[Path, dict[str, Path]] = {}
+    owner: dict[str, Path] = {}
+    for f in files:
+        stem = output_stem(f)
+        if stem in owner:
+            raise CliError(f"{owner[stem]} and {f} would both write {stem}_labels.tif; "
+                           "segment them into different --output folders or rename one")
+        owner[stem] = f
+        outputs = {"labels": outdir / f"{stem}_labels.tif"}
+        if args.probabilities:
+            outputs["probabilities"] = outdir / f"{stem}_prob.tif"
+        if args.overlay:
+            outputs["overlay"] = outdir / f"{stem}_overlay.png"
+        plans[f] = outputs
+    return plans
+
+
+def _load(args: argparse.Namespace, CliError: type):
+    from ..registry import bundled_models, load_model
+
+    source = args.model
+    if source is None:
+        models = bundled_models()
+        if DEFAULT_MODEL not in models:
+            names = ", ".join(models) if models else "none installed"
+            raise CliError(f"no bundled {DEFAULT_MODEL!r} model (bundled: {names}); pass --model "
+                           "NAME_OR_PATH, e.g. a checkpoint written by napari-litenext train")
+        source = DEFAULT_MODEL
+    try:
+        model = load_model(source, device=args.device)
+    except ValueError as exc:  # device errors; CheckpointError is a ValueError too and passes through
+        from ..checkpoint import CheckpointError
+
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CliError(str(exc)) from None
+    return model, str(source)
+
+
+def _run_all(files: list[Path], plans: dict[Path, dict[str, Path]], model, model_name: str,
+             args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .. import __version__
+    from ..io import ImageReadError
+    from ..preprocess import InputError
+
+    failures: list[Path] = []
+    bar = tqdm(files, desc="images", unit="image", file=sys.stderr, disable=args.quiet or len(files) < 2,
+               position=0, dynamic_ncols=True)
+    for f in bar:
+        try:
+            image, prediction = _segment_one(f, model, args)
+            settings = dict(prediction.settings, source=f.name, model_source=model_name,
+                            software=f"napari-litenext {__version__}")
+            _write_outputs(plans[f], image, prediction, settings, args)
+        except (ImageReadError, InputError, MemoryError) as exc:
+            failures.append(f)
+            text = str(exc) or "not enough memory"
+            tqdm.write(f"napari-litenext: error: {text if str(f) in text else f'{f}: {text}'}", file=sys.stderr)
+    bar.close()
+    done = len(files) - len(failures)
+    if not args.quiet:
+        print(f"napari-litenext: segmented {done} of {len(files)} image(s) into {args.output}", file=sys.stderr)
+    if failures:
+        names = ", ".join(p.name for p in failures[:10]) + (" ..." if len(failures) > 10 else "")
+        print(f"napari-litenext: error: {len(failures)} of {len(files)} input(s) failed: {names}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _segment_one(path: Path, model, args: argparse.Namespace):
+    from tqdm import tqdm
+
+    from ..io import read_image_with_axes
+    from ..predict import segment
+
+    image, file_axes = read_image_with_axes(path)
+    axes = args.axes or file_axes
+    gen = segment(image, model, axes=axes, channel=args.channel, threshold=args.threshold,
+                  instances=args.instances, min_size=args.min_size, mode=args.mode,
+                  tile_size=args.tile_size, batch_size=args.batch_size)
+    bar = tqdm(desc=path.name, unit="step", file=sys.stderr, disable=args.quiet, position=1, leave=False,
+               dynamic_ncols=True)
+    stage = None
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return image, stop.value
+            if event.stage != stage:
+                stage = event.stage
+                bar.reset(total=event.total)
+                bar.set_description(f"{path.name} {stage}")
+            bar.n = event.done
+            bar.refresh()
+    finally:
+        bar.close()
+
+
+def _write_outputs(outputs: dict[str, Path], image, prediction, settings: dict,
+                   args: argparse.Namespace) -> None:
+    """Write every output of one input; if one fails, remove those already written for it."""
+    from ..io import write_png, write_tiff
+    from ..postprocess import overlay
+
+    written: list[Path] = []
+    try:
+        written.append(write_tiff(outputs["labels"], prediction.labels, metadata=settings,
+                                  overwrite=args.overwrite))
+        if "probabilities" in outputs:
+            # float maps gain little from zlib and are slow to compress when huge
+            written.append(write_tiff(outputs["probabilities"], prediction.probabilities, metadata=settings,
+                                      overwrite=args.overwrite, compress=False))
+        if "overlay" in outputs:
+            if prediction.labels.ndim != 2:
+                from tqdm import tqdm
+
+                tqdm.write(f"napari-litenext: note: no overlay for stack {outputs['labels'].name[:-11]} "
+                           f"(overlays are drawn for 2D images only)", file=sys.stderr)
+            else:
+                picture = overlay(_display_image(image, settings), prediction.labels)
+                written.append(write_png(outputs["overlay"], picture, overwrite=args.overwrite))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+
+
+def _display_image(image, settings: dict, rows_per_chunk: int = 1024):
+    """The segmented pixels as uint8 (grayscale or RGB), scaled by the model's intensity range."""
+    import numpy as np
+
+    from ..preprocess import apply_range, select_channels
+
+    axes = settings["input_axes"]  # a 2D result: Y, X and maybe C, in any order
+    image = image.transpose([axes.index(a) for a in "YXC" if a in axes])
+    pixels = select_channels(image, settings["channel"])
+    lo, hi = settings["value_range"]
+    out = np.empty(pixels.shape, dtype=np.uint8)
+    for r0 in range(0, pixels.shape[0], rows_per_chunk):
+        chunk = apply_range(pixels[r0:r0 + rows_per_chunk], lo, hi)
+        chunk *= 255.0
+        chunk += 0.5
+        out[r0:r0 + rows_per_chunk] = chunk.astype(np.uint8)
+    return out
