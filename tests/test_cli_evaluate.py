@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
-import sys
 import types
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -21,18 +18,6 @@ ev = importlib.import_module("napari_litenext.evaluate")
 @pytest.fixture
 def folders(tmp_path, monkeypatch):
     """images/ and masks/ with one 16x16 pair, and a predictor thresholding the image at 128."""
-    if importlib.util.find_spec("napari_litenext.predict") is None:  # predict.py not written yet
-        stub = types.ModuleType("napari_litenext.predict")
-
-        @dataclass
-        class Progress:
-            stage: str
-            done: int
-            total: int
-            message: str = ""
-
-        stub.Progress = Progress
-        monkeypatch.setitem(sys.modules, "napari_litenext.predict", stub)
     img, msk = tmp_path / "images", tmp_path / "masks"
     img.mkdir()
     msk.mkdir()

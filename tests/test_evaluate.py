@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
-import sys
-import types
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -43,21 +39,6 @@ def fake_predict(monkeypatch):
 
     Records the images it was given; labels are connected components when instances are asked for.
     """
-    if importlib.util.find_spec("napari_litenext.predict") is None:  # predict.py not written yet
-        stub = types.ModuleType("napari_litenext.predict")
-
-        @dataclass
-        class Progress:
-            stage: str
-            done: int
-            total: int
-            message: str = ""
-
-        class Cancelled(Exception):
-            pass
-
-        stub.Progress, stub.Cancelled = Progress, Cancelled
-        monkeypatch.setitem(sys.modules, "napari_litenext.predict", stub)
     seen = []
 
     def predict_labels(image, model, *, instances, threshold, device, channel, should_stop):
@@ -313,12 +294,12 @@ def test_resize_image_keeps_dtype_and_range():
 @pytest.mark.parametrize("protocol", ["native", "paper"])
 def test_evaluate_with_real_model_matches_predict(tmp_path, protocol):
     """Evaluation gives exactly the scores of ``predict``'s labels (random weights, tiny images)."""
-    predict_module = pytest.importorskip("napari_litenext.predict")
     import torch
 
     from napari_litenext.config import InferenceConfig, ModelConfig
     from napari_litenext.metrics import resize_nearest
     from napari_litenext.model import LiteNeXt
+    from napari_litenext.predict import predict
 
     torch.manual_seed(0)
     model = LiteNeXt(ModelConfig(base_width=4, fusion_dim=8)).eval()  # small: same code, faster
@@ -337,7 +318,7 @@ def test_evaluate_with_real_model_matches_predict(tmp_path, protocol):
         image, gt = images[name], masks[name]
         if protocol == "paper":
             image, gt = ev._resize_image(image, 256), resize_nearest(gt)
-        preds.append(predict_module.predict(image, model, instances=True).labels)
+        preds.append(predict(image, model, instances=True).labels)
         gts.append(gt)
     expected = evaluate_arrays(preds, gts, instances=True, names=sorted(images))
     assert result.means == pytest.approx(expected.means)
