@@ -142,9 +142,10 @@ def _run_all(files: list[Path], plans: dict[Path, dict[str, Path]], model, model
             settings = dict(prediction.settings, source=f.name, model_source=model_name,
                             software=f"napari-litenext {__version__}")
             _write_outputs(plans[f], image, prediction, settings, args)
-        except (ImageReadError, InputError, MemoryError) as exc:
+        except (ImageReadError, InputError, MemoryError, OSError) as exc:
+            # OSError: an output could not be written (disk full, permissions); the others may be
             failures.append(f)
-            text = str(exc) or "not enough memory"
+            text = str(exc) or ("not enough memory" if isinstance(exc, MemoryError) else type(exc).__name__)
             tqdm.write(f"napari-litenext: error: {text if str(f) in text else f'{f}: {text}'}", file=sys.stderr)
     bar.close()
     done = len(files) - len(failures)
