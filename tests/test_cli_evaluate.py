@@ -97,3 +97,30 @@ def test_cli_evaluate_help_explains_naming(capsys):
         main(["evaluate", "--help"])
     text = capsys.readouterr().out
     assert "_mask" in text and "--protocol" in text and "--instances" in text
+
+
+def test_cli_evaluate_with_a_checkpoint_file(tmp_path, capsys):
+    """The whole path: checkpoint file -> load_model -> predict -> scores (small random network)."""
+    import torch
+
+    from napari_litenext.checkpoint import save_checkpoint
+    from napari_litenext.config import InferenceConfig, ModelCard, ModelConfig
+    from napari_litenext.model import LiteNeXt
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pt"
+    sha = save_checkpoint(ckpt, LiteNeXt(ModelConfig(base_width=4, fusion_dim=8)),
+                          InferenceConfig(mode="resize", input_size=32), ModelCard(name="tiny"))
+    img, msk = tmp_path / "images", tmp_path / "masks"
+    img.mkdir()
+    msk.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (20, 30), dtype=np.uint8)).save(img / "x.png")
+    Image.fromarray(((rng.random((20, 30)) > 0.5) * 255).astype(np.uint8)).save(msk / "x_mask.png")
+    out = tmp_path / "s.json"
+    assert main(["evaluate", "--model", str(ckpt), "--images", str(img), "--masks", str(msk),
+                 "--device", "cpu", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["n_images"] == 1 and 0.0 <= data["dice"] <= 1.0
+    assert data["model"] == "tiny" and data["model_sha256"] == sha
+    assert data["threshold"] == 0.5
