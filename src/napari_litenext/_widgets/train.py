@@ -1,0 +1,525 @@
+"""The Train widget: train LiteNeXt on painted layers (or folders) in a thread worker.
+
+While ``train.train`` runs in the worker, every step's event updates a progress bar with ETA and a
+live plot of the training loss and validation Dice; Stop ends the run after the current step and
+keeps the best checkpoint. When the run ends its best.pt joins the model pickers (``_state``) and
+"Segment with this model" runs it on the current image. Settings persist between sessions
+(magicgui ``persist``); layer choices do not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from magicgui import magicgui
+from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils import cancelable_progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+from ..data import DataError
+from ._common import DEVICES, FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, model_choices, report_error, \
+    resolve_model_choice, stop_flag
+from ._layers import LayerPair, default_output_dir, full_resolution, training_samples
+from ._state import session_models
+from .plot import CurvePlot
+
+__all__ = ["TrainWidget", "source_settings", "validation_settings", "recipe_settings", "OUTPUT_ROOT", "VALIDATION_CHOICES"]
+
+#: Where runs go when no output folder is chosen: ``OUTPUT_ROOT/<name>-<YYYYmmdd-HHMMSS>``.
+OUTPUT_ROOT = Path.home() / "litenext-models"
+#: Files a run writes; a chosen output folder holding any of them is refused (never overwritten).
+RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png")
+VALIDATION_CHOICES = (
+    ("auto: hold out 20% (or the training pairs if only one)", "auto"),
+    ("held-out fraction", "fraction"),
+    ("a layer pair", "layers"),
+    ("a folder pair", "folders"),
+    ("the training pairs (not independent)", "train"),
+)
+
+
+def source_settings(source: str = "layers", images_folder: Path = Path(""), masks_folder: Path = Path(""),
+                    crop_to_painted: bool = False) -> None:
+    """Where training pairs come from (persisted)."""
+
+
+def validation_settings(validation: str = "auto", val_fraction: float = 0.2, val_images_folder: Path = Path(""),
+                        val_masks_folder: Path = Path("")) -> None:
+    """Where validation pairs come from (persisted)."""
+
+
+def recipe_settings(model_name: str = "my-model", start_from: str = SCRATCH_CHOICE, start_file: Path = Path(""),
+                    epochs: int = 50, learning_rate: float = 1e-3, batch_size: int = 8, patch_size: int = 128,
+                    mode: str = "tile", normalisation: str = "auto", loss: str = "mwl",
+                    mwl_preset: str = "boundary", w_background: float = 1.0, w_object: float = 3.0,
+                    w_margin: float = 6.0, margin_kernel: int = 7, srp: bool = True, srp_lambda: float = 0.1,
+                    device: str = "auto", output_folder: Path = Path("")) -> None:
+    """The training recipe and where the model goes (persisted)."""
+
+
+_SOURCE_OPTIONS: dict[str, dict[str, Any]] = {
+    "source": {"widget_type": "RadioButtons", "choices": ("layers", "folders"), "orientation": "horizontal",
+               "label": "train on"},
+    "images_folder": {"label": "images folder", "mode": "d"},
+    "masks_folder": {"label": "masks folder", "mode": "d",
+                     "tooltip": "binary or label masks named like the images (optionally _mask, _labels...)"},
+    "crop_to_painted": {"label": "only the painted area",
+                        "tooltip": "train on the box around painted labels: for images painted only in part, "
+                                   "so that unpainted objects are not learnt as background"},
+}
+
+_VALIDATION_OPTIONS: dict[str, dict[str, Any]] = {
+    "validation": {"widget_type": "ComboBox", "choices": VALIDATION_CHOICES,
+                   "tooltip": "pairs that pick the best checkpoint; never the images you will test on"},
+    "val_fraction": {"label": "held-out fraction", "min": 0.0, "max": 0.9, "step": 0.05},
+    "val_images_folder": {"label": "validation images", "mode": "d"},
+    "val_masks_folder": {"label": "validation masks", "mode": "d"},
+}
+
+_RECIPE_OPTIONS: dict[str, dict[str, Any]] = {
+    "model_name": {"label": "model name"},
+    "start_from": {"widget_type": "ComboBox", "label": "start from", "choices": lambda _w: model_choices(True),
+                   "tooltip": "random weights, or fine-tune a bundled, session or file model"},
+    "start_file": {"label": "start file", "mode": "r", "filter": "*.pt *.pth *.ckpt", "visible": False},
+    "epochs": {"min": 1, "max": 100_000},
+    "learning_rate": {"label": "learning rate", "min": 1e-6, "max": 1.0, "step": 1e-4},
+    "batch_size": {"label": "batch size", "min": 1, "max": 1024},
+    "patch_size": {"label": "patch size", "min": 16, "max": 4096, "step": 16,
+                   "tooltip": "network input edge in pixels (multiple of 16)"},
+    "mode": {"widget_type": "ComboBox", "choices": ("tile", "resize"),
+             "tooltip": "tile: native-resolution patches (cells, nuclei); resize: whole image resized (lesions)"},
+    "normalisation": {"widget_type": "ComboBox", "choices": ("auto", "dtype", "percentile", "minmax"),
+                      "tooltip": "auto: the starting model's, or percentile (1, 99.8) from scratch"},
+    "loss": {"widget_type": "ComboBox", "choices": (("Marginal Weight Loss", "mwl"), ("Dice + BCE", "dice_bce"))},
+    "mwl_preset": {"widget_type": "ComboBox", "label": "MWL preset", "choices": ("boundary", "authors-code")},
+    "w_background": {"label": "w background", "min": 0.0, "max": 100.0, "step": 0.5},
+    "w_object": {"label": "w object", "min": 0.0, "max": 100.0, "step": 0.5},
+    "w_margin": {"label": "w margin", "min": 0.0, "max": 100.0, "step": 0.5},
+    "margin_kernel": {"label": "margin kernel", "min": 1, "max": 51, "step": 2},
+    "srp": {"label": "SRP", "tooltip": "Self-embedding Representation Parallel (two augmented views)"},
+    "srp_lambda": {"label": "SRP lambda", "min": 0.0, "max": 10.0, "step": 0.01},
+    "device": {"widget_type": "ComboBox", "choices": DEVICES},
+    "output_folder": {"label": "output folder", "mode": "d",
+                      "tooltip": "empty: ~/litenext-models/<name>-<date-time>; an existing run is never overwritten"},
+}
+
+
+class TrainWidget(QWidget):
+    """Train a model from Image + Labels layers or folders, with live curves and a Stop button."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._layers = LayerChoices(napari_viewer)
+        self.source = magicgui(source_settings, persist=True, call_button=False, **_SOURCE_OPTIONS)
+        self.validation = magicgui(validation_settings, persist=True, call_button=False, **_VALIDATION_OPTIONS)
+        self.recipe = magicgui(recipe_settings, persist=True, call_button=False, **_RECIPE_OPTIONS)
+
+        self.pairs = Container(labels=False)
+        self.pairs.margins = (0, 0, 0, 0)
+        self.add_pair_button = PushButton(text="+ add pair")
+        self.pairs_box = Container(widgets=[Label(value="image  /  labels painted on it"), self.pairs,
+                                            self.add_pair_button], labels=False)
+        self.pairs_box.margins = (0, 0, 0, 0)
+        self.val_image = self._layers.combo(Image, "validation image")
+        self.val_labels = self._layers.combo(Labels, "validation labels")
+        self.val_pair = Container(widgets=[self.val_image, self.val_labels])
+        self.val_pair.margins = (0, 0, 0, 0)
+
+        self.train_button = PushButton(text="Train")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.progress = ProgressBar(value=0, min=0, max=1, label="")
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+        self.plot = CurvePlot()
+        self.segment_button = PushButton(text="Segment current image with this model", enabled=False)
+
+        recipe_box = QCollapsible("Recipe and output")
+        recipe_box.addWidget(self.recipe.native)
+        recipe_box.expand(animate=False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.source.native)
+        layout.addWidget(self.pairs_box.native)
+        layout.addWidget(self.validation.native)
+        layout.addWidget(self.val_pair.native)
+        layout.addWidget(recipe_box)
+        buttons = Container(widgets=[self.train_button, self.stop_button], layout="horizontal", labels=False)
+        for widget in (buttons, self.progress, self.status):
+            layout.addWidget(widget.native)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.segment_button.native)
+        layout.addStretch(1)
+        self.recipe_box = recipe_box
+
+        self.worker: Any = None
+        self.result: Any = None
+        self.last_error: str | None = None
+        self.events: list[Any] = []
+        self._stop = None
+        self._napari_progress: Any = None
+        self._config: Any = None
+        self._first_image: Image | None = None
+
+        self.add_pair_button.changed.connect(lambda *_: self.add_pair())
+        self.train_button.changed.connect(self.start)
+        self.stop_button.changed.connect(self.stop)
+        self.segment_button.changed.connect(self.segment_current_image)
+        for widget in (self.source.source, self.validation.validation, self.recipe.loss, self.recipe.srp,
+                       self.recipe.start_from):
+            widget.changed.connect(self._update_visibility)
+        self.recipe.mwl_preset.changed.connect(self._apply_preset)
+        session_models.changed.connect(self._on_session_models)
+        self.add_pair()
+        self._update_visibility()
+
+    # ------------------------------------------------------------------ form
+
+    def add_pair(self, image: Image | None = None, labels: Labels | None = None) -> Container:
+        """Add an image / labels row (optionally preselected) and return it."""
+        image_box = self._layers.combo(Image, "image")
+        labels_box = self._layers.combo(Labels, "labels")
+        remove = PushButton(text="x", tooltip="remove this pair")
+        row = Container(widgets=[image_box, labels_box, remove], layout="horizontal", labels=False)
+        row.margins = (0, 0, 0, 0)
+        remove.native.setMaximumWidth(28)
+        remove.changed.connect(lambda *_: self.remove_pair(row))
+        image_box.changed.connect(lambda *_: self._suggest_labels(image_box, labels_box))
+        self.pairs.append(row)
+        if image is not None:
+            image_box.value = image
+        self._suggest_labels(image_box, labels_box)
+        if labels is not None:
+            labels_box.value = labels
+        return row
+
+    def remove_pair(self, row: Container) -> None:
+        """Remove a row (the last one stays)."""
+        if len(self.pairs) <= 1:
+            return
+        for box in list(row)[:2]:
+            self._layers.forget(box)
+        self.pairs.remove(row)
+
+    def pair_rows(self) -> list[tuple[ComboBox, ComboBox]]:
+        """(image ComboBox, labels ComboBox) per row."""
+        return [(row[0], row[1]) for row in self.pairs]
+
+    def _suggest_labels(self, image_box: ComboBox, labels_box: ComboBox) -> None:
+        image = image_box.value
+        if image is None:
+            return
+        yx = tuple(full_resolution(image.data, image.multiscale).shape)
+        yx = yx[:-1] if image.rgb else yx
+        current = labels_box.value
+        if current is not None and tuple(current.data.shape) == yx:
+            return
+        for layer in labels_box.choices:
+            if tuple(layer.data.shape) == yx:
+                labels_box.value = layer
+                return
+
+    def reset_choices(self, *_: Any) -> None:
+        """Re-read layers and models (napari calls this when layers change)."""
+        self._layers.reset()
+        self.recipe.start_from.reset_choices()
+
+    def _on_session_models(self) -> None:
+        try:
+            self.recipe.start_from.reset_choices()
+        except RuntimeError:
+            session_models.changed.disconnect(self._on_session_models)
+
+    def _update_visibility(self, *_: Any) -> None:
+        d, v_, r = self.source, self.validation, self.recipe
+        folders = d.source.value == "folders"
+        self.pairs_box.visible = not folders
+        d.images_folder.visible = d.masks_folder.visible = folders
+        d.crop_to_painted.visible = not folders
+        d = v_
+        v = d.validation.value
+        d.val_fraction.visible = v in ("fraction", "auto")
+        d.val_images_folder.visible = d.val_masks_folder.visible = v == "folders"
+        self.val_pair.visible = v == "layers"
+        mwl = r.loss.value == "mwl"
+        for name in ("mwl_preset", "w_background", "w_object", "w_margin", "margin_kernel"):
+            getattr(r, name).visible = mwl
+        r.srp_lambda.visible = bool(r.srp.value)
+        r.start_file.visible = r.start_from.value == FILE_CHOICE
+
+    def _apply_preset(self, *_: Any) -> None:
+        from ..losses import MWL_PRESETS
+
+        values = MWL_PRESETS[self.recipe.mwl_preset.value]
+        r = self.recipe
+        r.w_background.value, r.w_object.value = values["w_b"], values["w_o"]
+        r.w_margin.value, r.margin_kernel.value = values["w_m"], values["kernel_size"]
+
+    # ------------------------------------------------------------------ collecting the run
+
+    def _layer_pairs(self) -> list[LayerPair]:
+        pairs = []
+        for i, (image_box, labels_box) in enumerate(self.pair_rows(), start=1):
+            image, labels = image_box.value, labels_box.value
+            if image is None or labels is None:
+                missing = "an Image" if image is None else "a Labels"
+                raise DataError(f"pair {i} has no {missing} layer: open an image, add a Labels layer "
+                                "(Layers > New Labels Layer), paint some objects and choose both")
+            pairs.append(LayerPair(full_resolution(image.data, image.multiscale), labels.data, image.rgb,
+                                   f"{image.name!r} / {labels.name!r}"))
+        return pairs
+
+    def collect_samples(self) -> tuple[list[Any], list[Any], str]:
+        """Training and validation samples from the form, and a note for the user ("" if none).
+
+        Raises:
+            DataError: missing layers or folders, mismatched shapes, empty labels, too few pairs.
+        """
+        from ..data import samples_from_folders, split_samples
+
+        d, v = self.source, self.validation
+        crop = int(self.recipe.patch_size.value) if d.crop_to_painted.value else None
+        if d.source.value == "folders":
+            train = samples_from_folders(_folder(d.images_folder.value, "images folder"),
+                                         _folder(d.masks_folder.value, "masks folder"))
+        else:
+            train = training_samples(self._layer_pairs(), crop_min_edge=crop)
+        choice, note = v.validation.value, ""
+        if choice == "auto":
+            if len(train) >= 2:
+                choice = "fraction"
+            else:
+                choice = "train"
+                note = ("one training image: validating on it, so the 'best' model is chosen on training data; "
+                        "add a validation pair for an independent choice")
+        if choice == "fraction":
+            train, val = split_samples(train, float(v.val_fraction.value))
+        elif choice == "layers":
+            image, labels = self.val_image.value, self.val_labels.value
+            if image is None or labels is None:
+                raise DataError("choose the validation Image and Labels layers")
+            val = training_samples([LayerPair(full_resolution(image.data, image.multiscale), labels.data,
+                                              image.rgb, f"validation {image.name!r} / {labels.name!r}")])
+        elif choice == "folders":
+            val = samples_from_folders(_folder(v.val_images_folder.value, "validation images folder"),
+                                       _folder(v.val_masks_folder.value, "validation masks folder"))
+        else:
+            val = []
+        return train, val, note
+
+    def build_config(self, output_dir: Path) -> Any:
+        """The ``TrainConfig`` the form describes, writing into ``output_dir``.
+
+        Raises:
+            ValueError: an invalid setting (the message says which).
+        """
+        from ..train import TrainConfig
+
+        r = self.recipe
+        start = r.start_from.value
+        init = None if start == SCRATCH_CHOICE else resolve_model_choice(start, r.start_file.value)
+        normalisation = r.normalisation.value
+        mwl = r.loss.value == "mwl"
+        return TrainConfig(
+            epochs=int(r.epochs.value), lr=float(r.learning_rate.value), batch_size=int(r.batch_size.value),
+            patch_size=int(r.patch_size.value), mode=r.mode.value, loss=r.loss.value,
+            mwl_preset=r.mwl_preset.value, mwl_w_b=float(r.w_background.value) if mwl else None,
+            mwl_w_o=float(r.w_object.value) if mwl else None, mwl_w_m=float(r.w_margin.value) if mwl else None,
+            mwl_kernel=int(r.margin_kernel.value) if mwl else None, srp=bool(r.srp.value),
+            srp_lambda=float(r.srp_lambda.value),
+            normalisation="percentile" if normalisation == "auto" else normalisation,
+            device=str(r.device.value), init=init, output_dir=str(output_dir),
+            name=str(r.model_name.value).strip() or "my-model")
+
+    def output_dir(self) -> Path:
+        """The chosen output folder, or a new one under ``OUTPUT_ROOT``.
+
+        Raises:
+            FileExistsError: the chosen folder already holds a run.
+        """
+        chosen = str(self.recipe.output_folder.value or "").strip()
+        if chosen and chosen != ".":
+            folder = Path(chosen).expanduser()
+            taken = [name for name in RUN_FILES if (folder / name).exists()]
+            if taken:
+                raise FileExistsError(f"{folder} already holds a run ({', '.join(taken)}); choose an empty or "
+                                      "new output folder, or leave it empty for a new dated one")
+            return folder
+        name = str(self.recipe.model_name.value).strip() or "my-model"
+        return default_output_dir(OUTPUT_ROOT, name)
+
+    # ------------------------------------------------------------------ running
+
+    @property
+    def running(self) -> bool:
+        """Training is in progress."""
+        return self.worker is not None
+
+    def start(self, *_: Any) -> None:
+        """Check the form, then train in a thread worker; bad input shows an error and changes nothing."""
+        if self.running:
+            show_info("LiteNeXt: training is already running; stop it first")
+            return
+        try:
+            train_samples, val_samples, note = self.collect_samples()
+            out = self.output_dir()
+            cfg = self.build_config(out)
+        except (DataError, ValueError, FileExistsError) as exc:
+            self.last_error = report_error("LiteNeXt Train", exc)
+            self.status.value = self.last_error
+            return
+        if note:
+            show_warning(f"LiteNeXt Train: {note}")
+        self.last_error = None
+        self.result = None
+        self.events = []
+        self._config = cfg
+        pairs = self.pair_rows()
+        self._first_image = pairs[0][0].value if pairs and self.source.source.value == "layers" else None
+        self._stop, should_stop = stop_flag()
+        inherit = self.recipe.normalisation.value == "auto" and cfg.init is not None
+        self.plot.clear()
+        self.progress.max, self.progress.value = 1, 0
+        self.segment_button.enabled = False
+        self.worker = create_worker(_train_job, train_samples, val_samples, cfg, should_stop, inherit,
+                                    _start_thread=False)
+        self.worker.yielded.connect(self._on_event)
+        self.worker.returned.connect(self._on_result)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.train_button.enabled = False
+        self.stop_button.enabled = True
+        self.status.value = f"preparing {len(train_samples)} training and {len(val_samples)} validation images..."
+        self.worker.start()
+
+    def stop(self, *_: Any) -> None:
+        """End training after the current step; the best checkpoint so far is kept."""
+        if not self.running:
+            return
+        if self._stop is not None:
+            self._stop.set()
+        self.stop_button.enabled = False
+        self.status.value = "stopping after this step; the best checkpoint is kept..."
+
+    def _on_event(self, event: Any) -> None:
+        self.events.append(event)
+        kind = event.kind
+        if kind == "config":
+            self._config = event.config
+            return
+        if kind == "start":
+            self.progress.max = max(1, event.total_steps)
+            self.progress.value = event.global_step
+            self._napari_progress = cancelable_progress(total=max(1, event.total_steps), desc="LiteNeXt training",
+                                                        cancel_callback=self.stop)
+            self._napari_progress.update(event.global_step)
+            show_info(f"LiteNeXt: {event.message}")
+            self.status.value = event.message
+        elif kind == "step":
+            self.progress.value = min(event.global_step, self.progress.max)
+            if self._napari_progress is not None:
+                self._napari_progress.update(event.global_step - self._napari_progress.n)
+            best = "-" if event.best_val_dice is None else f"{event.best_val_dice:.3f}"
+            self.status.value = (f"epoch {event.epoch}/{event.epochs}, step {event.global_step}/{event.total_steps}"
+                                 f", loss {event.loss:.4f}, best Dice {best}, ETA {_clock(event.eta_s)}")
+            if event.steps_per_epoch:
+                self.plot.add_step(event.global_step / event.steps_per_epoch, event.loss)
+        elif kind == "epoch":
+            self.plot.add_epoch({"epoch": event.epoch, "loss": event.loss, "val_dice": event.val_dice})
+        elif kind in ("done", "stopped"):
+            self.status.value = event.message
+
+    def _on_result(self, result: Any) -> None:
+        self.result = result
+        cfg = self._config
+        if result.checkpoint is None:
+            show_warning("LiteNeXt: training ended before any validation; no model was saved")
+            return
+        session_models.add(cfg.name, result.checkpoint, result.best_val_dice)
+        self.segment_button.enabled = True
+        dice = "-" if result.best_val_dice is None else f"{result.best_val_dice:.4f}"
+        verb = "stopped" if result.stopped else "finished"
+        message = (f"LiteNeXt training {verb}: best validation Dice {dice} at epoch {result.best_epoch}; "
+                   f"model {cfg.name!r} saved to {result.checkpoint} and added to the Segment widget")
+        show_info(message)
+        self.status.value = message
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.last_error = report_error("LiteNeXt Train", exc)
+        self.status.value = self.last_error
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        if self._napari_progress is not None:
+            self._napari_progress.close()
+            self._napari_progress = None
+        self.train_button.enabled = True
+        self.stop_button.enabled = False
+        self.plot.redraw()
+
+    def segment_current_image(self, *_: Any) -> Any:
+        """Open the Segment widget and run the model just trained on the selected (or training) image."""
+        if self.result is None or self.result.checkpoint is None:
+            show_error("LiteNeXt: no model trained yet")
+            return None
+        active = self.viewer.layers.selection.active
+        layer = active if isinstance(active, Image) else self._first_image
+        if layer is None or layer not in self.viewer.layers:
+            show_error("LiteNeXt: select an Image layer to segment")
+            return None
+        _, widget = self.viewer.window.add_plugin_dock_widget("napari-litenext", "Segment")
+        widget.segment_with(self.result.checkpoint, layer)
+        return widget
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        self.stop()
+        super().closeEvent(event)
+
+
+@dataclasses.dataclass
+class _ConfigEvent:
+    """First event of a job when the config changed in the worker (normalisation from the start model)."""
+
+    config: Any
+    kind: str = "config"
+
+
+def _folder(value: Any, what: str) -> Path:
+    text = str(value or "").strip()
+    if not text or text == ".":
+        raise DataError(f"choose the {what}")
+    return Path(text).expanduser()
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _train_job(train_samples: list[Any], val_samples: list[Any], cfg: Any, should_stop: Any, inherit: bool):
+    """Thread-worker generator: ``train.train``'s events, then its ``TrainResult`` (+ curves.png)."""
+    from ..train import train
+
+    if inherit:
+        from ..registry import load_model
+
+        inference = load_model(cfg.init, device="cpu").inference
+        cfg = dataclasses.replace(cfg, normalisation=inference.normalisation,
+                                  percentiles=tuple(inference.percentiles), invert=inference.invert)
+        yield _ConfigEvent(cfg)
+    result = yield from train(train_samples, val_samples, cfg, should_stop=should_stop)
+    if result.history and cfg.output_dir:
+        from ..curves import plot_history
+
+        plot_history(result.history, Path(cfg.output_dir) / "curves.png", title=cfg.name)
+    return result
