@@ -55,12 +55,17 @@ as_root() {
   fi
 }
 
+INSTALLED=" "
+refresh_installed() {  # names of installed packages among the given specs, in one dpkg-query call
+  local spec names=()
+  for spec in "$@"; do names+=(${spec//|/ }); done
+  INSTALLED=" $(dpkg-query -W -f='${Package} ${Status}\n' "${names[@]}" 2>/dev/null \
+    | awk '$NF == "installed" && $(NF-1) == "ok" {printf "%s ", $1}' || true)"
+}
 is_installed() {  # any of the '|'-separated names is installed
   local name
   for name in ${1//|/ }; do
-    if dpkg-query -W -f='${Status}\n' "$name" 2>/dev/null | grep -q 'install ok installed'; then
-      return 0
-    fi
+    case "$INSTALLED" in *" $name "*) return 0 ;; esac
   done
   return 1
 }
@@ -68,6 +73,7 @@ is_installed() {  # any of the '|'-separated names is installed
 APT_UPDATED=0
 apt_install() {  # install the missing ones among the given package specs
   local spec name missing=() chosen=()
+  refresh_installed "$@"
   for spec in "$@"; do is_installed "$spec" || missing+=("$spec"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "${LITENEXT_NO_APT:-0}" = 1 ] || ! command -v apt-get >/dev/null 2>&1; then
