@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from napari_litenext import model as model_module
 from napari_litenext.config import ModelConfig
 from napari_litenext.model import MIN_SIZE, LayerNorm2d, LiteNeXt
 from reference_litenext import reference_forward
@@ -104,7 +105,21 @@ def test_batch_items_are_independent(model):
     assert (together - alone).abs().max().item() < 1e-5
 
 
-def test_gradients_equal_reference():
+@pytest.mark.parametrize("block", [None, 1, 3000])
+def test_row_blocks_change_nothing(model, monkeypatch, block):
+    # On CPU the fusion values are computed in row blocks; force one row per block, partial last
+    # blocks (3000 values: 1 or 2 rows here) and the whole map, and compare with the reference.
+    if block is not None:
+        monkeypatch.setattr(model_module, "_BLOCK_VALUES", block)
+    x = torch.rand(2, 3, 80, 48, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        close(model(x), reference_forward(model, x))
+
+
+@pytest.mark.parametrize("block", [None, 1])
+def test_gradients_equal_reference(monkeypatch, block):
+    if block is not None:
+        monkeypatch.setattr(model_module, "_BLOCK_VALUES", block)
     model = random_model(seed=3).train()
     x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(3))
     target = (torch.rand(2, 1, 32, 48, generator=torch.Generator().manual_seed(4)) > 0.5).float()
