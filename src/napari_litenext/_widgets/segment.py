@@ -6,7 +6,7 @@ same image replaces those layers' data. Changing the threshold, minimum size or 
 afterwards re-runs only the post-processing on the kept probabilities, not the network.
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": magicgui reads the settings functions' annotations as types.
 
 import time
 from dataclasses import dataclass
@@ -81,11 +81,11 @@ class SegmentWidget(QWidget):
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
-        self.container = Container(widgets=[self.image, self.settings, buttons, self.status], labels=True)
-        self.container.margins = (0, 0, 0, 0)
+        picker = Container(widgets=[self.image])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self.container.native)
+        for widget in (picker, self.settings, buttons, self.status):
+            layout.addWidget(widget.native)
         layout.addStretch(1)
 
         self.worker: Any = None
@@ -105,7 +105,18 @@ class SegmentWidget(QWidget):
         for name in ("threshold", "min_size", "instances"):
             getattr(self.settings, name).changed.connect(self._schedule_reapply)
         session_models.changed.connect(self._on_session_models)
+        self._default_to_bundled()
         self._on_model_changed()
+
+    def _default_to_bundled(self) -> None:
+        """Without a remembered choice, start on the first bundled model rather than a file field."""
+        from ..registry import bundled_models
+
+        s = self.settings
+        unset = s.model.value == FILE_CHOICE and str(s.model_file.value or "").strip() in ("", ".")
+        names = list(bundled_models())
+        if unset and names:
+            s.model.value = names[0]
 
     # ------------------------------------------------------------------ choices
 
@@ -172,7 +183,7 @@ class SegmentWidget(QWidget):
         self._job = {"layer": layer, "source": source, "started": time.perf_counter(),
                      "probabilities": bool(s.probabilities.value)}
         self._progress = cancelable_progress(total=0, desc="LiteNeXt: loading model", cancel_callback=self.cancel)
-        self.worker = create_worker(_segment_job, data, source, device, kwargs, should_stop, _start_thread=False)
+        self.worker = create_worker(_segment_job, data, source, device, kwargs, should_stop, _start_thread=False, _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_result)
         self.worker.errored.connect(self._on_error)
@@ -314,7 +325,7 @@ class SegmentWidget(QWidget):
         threshold, instances, min_size = float(s.threshold.value), bool(s.instances.value), int(s.min_size.value)
         last = self.last
         self.post_worker = create_worker(postprocess, last.probabilities, threshold, instances, min_size,
-                                         _start_thread=False)
+                                         _start_thread=False, _ignore_errors=True)
 
         def done(labels: np.ndarray) -> None:
             if last.labels in self.viewer.layers:

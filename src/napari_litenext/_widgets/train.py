@@ -7,7 +7,7 @@ keeps the best checkpoint. When the run ends its best.pt joins the model pickers
 (magicgui ``persist``); layer choices do not.
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": magicgui reads the settings functions' annotations as types.
 
 import dataclasses
 from pathlib import Path
@@ -388,7 +388,7 @@ class TrainWidget(QWidget):
         self.progress.max, self.progress.value = 1, 0
         self.segment_button.enabled = False
         self.worker = create_worker(_train_job, train_samples, val_samples, cfg, should_stop, inherit,
-                                    _start_thread=False)
+                                    _start_thread=False, _ignore_errors=True)
         self.worker.yielded.connect(self._on_event)
         self.worker.returned.connect(self._on_result)
         self.worker.errored.connect(self._on_error)
