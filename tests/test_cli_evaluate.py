@@ -12,7 +12,7 @@ from PIL import Image
 
 from napari_litenext.cli import main
 
-ev = importlib.import_module("napari_litenext.evaluate")
+ev = importlib.import_module("napari_litenext.evaluation")
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_litenext.evaluate import EvaluationError, evaluate, evaluate_arrays, evaluate_pairs, pair_files
+from napari_litenext.evaluation import EvaluationError, evaluate, evaluate_arrays, evaluate_pairs, pair_files
 from napari_litenext.preprocess import InputError
 
 # the package exposes the function evaluate() under the module's name, so fetch the module itself
-ev = importlib.import_module("napari_litenext.evaluate")
+ev = importlib.import_module("napari_litenext.evaluation")
 
 
 def _png(path, array):

@@ -23,9 +23,9 @@ _LAZY = {
     "segment": "predict",
     "Prediction": "predict",
     "postprocess": "postprocess",
-    "train": "train",
-    "TrainConfig": "train",
-    "evaluate": "evaluate",
+    "train": "training",
+    "TrainConfig": "training",
+    "evaluate": "evaluation",
     "LiteNeXt": "model",
     "ModelConfig": "config",
     "InferenceConfig": "config",
@@ -39,12 +39,12 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint import load_checkpoint, save_checkpoint
     from .config import InferenceConfig, ModelCard, ModelConfig
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     from .model import LiteNeXt
     from .postprocess import postprocess
     from .predict import Prediction, predict, segment
     from .registry import bundled_models, load_model
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
 
 
 def __getattr__(name: str) -> Any:

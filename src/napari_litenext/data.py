@@ -202,19 +202,23 @@ class PreparedSet:
         masks: per image, H x W bool.
         names: per image.
         weights: patches each image contributes per epoch ("tile" mode; 1 each for "resize").
+        resized: in "tile" mode with ``resize_mix``, each image and mask also resized whole to the
+            patch size, so tile training can also see the paper's whole-image view.
     """
 
     images: list[np.ndarray]
     masks: list[np.ndarray]
     names: list[str]
     weights: list[int]
+    resized: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
 
 def prepare(samples: list[Sample], inference: InferenceConfig, mode: str, patch_size: int,
-            max_patches_per_image: int = 16, check_masks: bool = True) -> PreparedSet:
+            max_patches_per_image: int = 16, check_masks: bool = True, with_resized: bool = False
+            ) -> PreparedSet:
     """Normalise and, in "resize" mode, resize every pair once.
 
     Args:
@@ -225,6 +229,7 @@ def prepare(samples: list[Sample], inference: InferenceConfig, mode: str, patch_
         patch_size: patch edge in pixels.
         max_patches_per_image: cap on an image's patches per epoch in "tile" mode.
         check_masks: refuse sets whose masks are all empty or all foreground.
+        with_resized: in "tile" mode, also keep a whole-image copy resized to the patch size.
 
     Raises:
         DataError: in "tile" mode, images smaller than the patch (all listed); masks all empty or
@@ -248,22 +253,26 @@ def prepare(samples: list[Sample], inference: InferenceConfig, mode: str, patch_
     if check_masks and samples and min(fg) == 1.0:
         raise DataError("every mask is entirely foreground: the model needs background pixels too; "
                         "label only the objects")
-    images, masks, weights = [], [], []
+    def resized(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        size = (patch_size, patch_size)
+        t = F.interpolate(torch.from_numpy(rgb)[None], size=size, mode="bilinear", align_corners=False,
+                          antialias=True)
+        m = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], size=size, mode="bilinear",
+                          align_corners=False, antialias=True)
+        return t[0].numpy(), m[0, 0].numpy() >= 0.5
+
+    images, masks, weights, whole = [], [], [], []
     for s in samples:
         rgb = to_network_input(s.image, inference)  # 3 x H x W float32
         grey = s.image.ndim == 2
         if grey:
             rgb = rgb[:1]
         mask = s.mask
+        if mode == "tile" and with_resized:
+            r_img, r_mask = resized(rgb, mask)
+            whole.append((r_img.astype(np.float16), r_mask))
         if mode == "resize":
-            t = torch.from_numpy(rgb)[None]
-            t = F.interpolate(t, size=(patch_size, patch_size), mode="bilinear", align_corners=False,
-                              antialias=True)
-            rgb = t[0].numpy()
-            m = torch.from_numpy(mask.astype(np.float32))[None, None]
-            m = F.interpolate(m, size=(patch_size, patch_size), mode="bilinear", align_corners=False,
-                              antialias=True)
-            mask = m[0, 0].numpy() >= 0.5
+            rgb, mask = resized(rgb, mask)
             weights.append(1)
         elif mode == "native":
             weights.append(1)
@@ -272,7 +281,7 @@ def prepare(samples: list[Sample], inference: InferenceConfig, mode: str, patch_
             weights.append(int(min(max_patches_per_image, max(1, math.floor(area / patch_size ** 2 + 0.5)))))
         images.append(rgb.astype(np.float16))
         masks.append(np.ascontiguousarray(mask))
-    return PreparedSet(images, masks, [s.name for s in samples], weights)
+    return PreparedSet(images, masks, [s.name for s in samples], weights, whole or None)
 
 
 class BatchSampler:
@@ -285,11 +294,16 @@ class BatchSampler:
         batch_size: pairs per batch; the last, smaller batch of an epoch is kept when it holds at
             least two pairs (LayerNorm has no batch statistics, so small batches are harmless).
         rng: generator for the epoch order and crop positions (seeded for repeatable runs).
+        resize_mix: in "tile" mode, probability of drawing the whole image resized instead of a
+            native-resolution crop (needs ``prepare(..., with_resized=True)``).
     """
 
     def __init__(self, data: PreparedSet, mode: str, patch_size: int, batch_size: int,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, resize_mix: float = 0.0) -> None:
         self.data, self.mode, self.patch, self.batch_size, self.rng = data, mode, patch_size, batch_size, rng
+        if resize_mix and data.resized is None:
+            raise ValueError("resize_mix needs the data prepared with with_resized=True")
+        self.resize_mix = resize_mix
         self.index = np.repeat(np.arange(len(data)), data.weights)
 
     def __len__(self) -> int:
@@ -310,7 +324,9 @@ class BatchSampler:
         masks = np.empty((len(idx), 1, p, p), np.float32)
         for j, i in enumerate(idx):
             img, mask = self.data.images[i], self.data.masks[i]
-            if self.mode == "tile":
+            if self.resize_mix and self.rng.random() < self.resize_mix:
+                img, mask = self.data.resized[i]
+            elif self.mode == "tile":
                 h, w = mask.shape
                 y = int(self.rng.integers(0, h - p + 1))
                 x = int(self.rng.integers(0, w - p + 1))

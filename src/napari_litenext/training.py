@@ -76,6 +76,8 @@ class TrainConfig:
         name: model name recorded in the model card.
         model: network shape (default: the paper's).
         max_patches_per_image: cap on patches an image contributes per epoch in tile mode.
+        resize_mix: in tile mode, share of patches that are whole images resized to the patch
+            size instead of native-resolution crops (scale augmentation; 0 = off).
     """
 
     epochs: int = 300
@@ -112,6 +114,7 @@ class TrainConfig:
     name: str = "custom"
     model: ModelConfig = field(default_factory=ModelConfig)
     max_patches_per_image: int = 16
+    resize_mix: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -126,6 +129,7 @@ class TrainConfig:
             (0 <= self.srp_tau < 1, f"SRP tau must be in [0, 1), got {self.srp_tau}"),
             (self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}"),
             (self.lr_step >= 0 and 0 < self.lr_gamma <= 1, "lr_step must be >= 0 and lr_gamma in (0, 1]"),
+            (0 <= self.resize_mix <= 1, f"resize_mix must be in [0, 1], got {self.resize_mix}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -258,17 +262,20 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_set = prepare(train_samples, inference, cfg.mode, cfg.patch_size, cfg.max_patches_per_image)
+    mix = cfg.resize_mix if cfg.mode == "tile" else 0.0
+    train_set = prepare(train_samples, inference, cfg.mode, cfg.patch_size, cfg.max_patches_per_image,
+                        with_resized=mix > 0)
     val_set = prepare(val_samples, inference, "resize" if cfg.mode == "resize" else "native", cfg.patch_size,
                       check_masks=False) if val_samples else None
-    sampler = BatchSampler(train_set, cfg.mode, cfg.patch_size, cfg.batch_size, rng)
+    sampler = BatchSampler(train_set, cfg.mode, cfg.patch_size, cfg.batch_size, rng, resize_mix=mix)
 
     model = _initial_model(cfg).to(device)
     srp = SRP(model, tau=cfg.srp_tau).to(device) if cfg.srp else None
     from .losses import build_loss
 
-    loss_fn = build_loss(cfg.loss, preset=cfg.mwl_preset, w_b=cfg.mwl_w_b, w_o=cfg.mwl_w_o, w_m=cfg.mwl_w_m,
-                         kernel_size=cfg.mwl_kernel).to(device)
+    mwl = dict(preset=cfg.mwl_preset, w_b=cfg.mwl_w_b, w_o=cfg.mwl_w_o, w_m=cfg.mwl_w_m,
+               kernel_size=cfg.mwl_kernel) if cfg.loss == "mwl" else {}
+    loss_fn = build_loss(cfg.loss, **mwl).to(device)
     params = list(model.parameters()) + (list(srp.student_parameters()) if srp else [])
     optimiser = torch.optim.NAdam(params, lr=cfg.lr)
     amp = cfg.amp and device.type == "cuda"

@@ -1,0 +1,100 @@
+"""Train the bundled models on ../shared/data with the fixed splits.
+
+    python scripts/train_bundled.py nuclei --out runs/nuclei [--epochs 60] [--threads 1]
+    python scripts/train_bundled.py skin-lesion --out runs/skin-lesion
+
+nuclei: DSB 2018 train split (community-fixed masks where available, the 6 images the fixes
+remove left out), validation on the val split, "tile" mode at native resolution with a quarter of
+the patches drawn as whole images resized to 256 px (scale augmentation; also what the paper's
+protocol shows the model), percentile normalisation so uint8 and uint16 microscopy look alike.
+skin-lesion: PH2 train split, "resize" mode at 256 px, dtype normalisation, as the paper does.
+Validation on the split's val images selects the checkpoint; test images are never used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LITENEXT_SHARED", REPO.parent / "shared"))
+
+
+def dsb_samples(ids, fixed: bool = True):
+    from napari_litenext.data import samples_from_arrays
+    from napari_litenext.io import read_image, read_mask
+
+    root = SHARED / "data" / "dsb2018"
+    changed = set((root / "fixes" / "changed_ids.txt").read_text().split()) if fixed else set()
+    removed = set((root / "fixes" / "removed_ids.txt").read_text().split()) if fixed else set()
+    ids = [i for i in ids if i not in removed]
+    images = [read_image(root / "images" / f"{i}.png") for i in ids]
+    masks = [read_mask((root / "fixes" / "masks" if i in changed else root / "masks") / f"{i}.png") for i in ids]
+    return samples_from_arrays(images, masks, names=ids)
+
+
+def ph2_samples(ids):
+    from napari_litenext.data import samples_from_folders
+
+    root = SHARED / "data" / "ph2"
+    return samples_from_folders(root / "images", root / "masks", ids=ids)
+
+
+RECIPES = {
+    "nuclei": dict(mode="tile", patch_size=256, normalisation="percentile", batch_size=8, lr=1e-3,
+                   epochs=60, lr_step=25, lr_gamma=0.25, loss="mwl", mwl_preset="boundary", srp=False,
+                   resize_mix=0.25, max_patches_per_image=4, tile_size=512, name="nuclei"),
+    "skin-lesion": dict(mode="resize", patch_size=256, normalisation="dtype", batch_size=8, lr=1e-3,
+                        epochs=150, lr_step=60, lr_gamma=0.25, loss="mwl", mwl_preset="boundary", srp=False,
+                        name="skin-lesion"),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", choices=sorted(RECIPES))
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override recipe fields, e.g. srp=true loss=dice_bce seed=1")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    from napari_litenext.training import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = dict(RECIPES[args.model])
+    if args.epochs:
+        recipe["epochs"] = args.epochs
+    for item in args.set:
+        key, value = item.split("=", 1)
+        recipe[key] = json.loads(value) if value not in ("boundary", "authors-code", "mwl", "dice_bce", "tile",
+                                                          "resize", "cuda", "cpu", "auto") else value
+    dataset = "dsb2018" if args.model == "nuclei" else "ph2"
+    split = json.loads((SHARED / "data" / dataset / "split.json").read_text())
+    load = dsb_samples if dataset == "dsb2018" else ph2_samples
+    t0 = time.time()
+    train_samples, val_samples = load(split["train"]), load(split["val"])
+    print(f"loaded {len(train_samples)} train / {len(val_samples)} val in {time.time() - t0:.0f}s", flush=True)
+    cfg = TrainConfig(output_dir=args.out, resume=args.resume, **recipe)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "recipe.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    for event in train(train_samples, val_samples, cfg):
+        if event.kind == "step":
+            continue
+        print(f"{event.kind:7s} epoch {event.epoch}/{event.epochs} loss {event.loss} val_dice {event.val_dice} "
+              f"best {event.best_val_dice} eta {event.eta_s and round(event.eta_s / 60)} min "
+              f"elapsed {event.elapsed_s / 60:.1f} min {event.message}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
