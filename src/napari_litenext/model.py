@@ -260,11 +260,13 @@ class LiteNeXt(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-#: On CPU the fusion values are computed in row blocks of about this many numbers (1 MiB of
+#: On CPU the fusion values are computed in row blocks of about this many numbers (4 MiB of
 #: float32). The e1 value is 128 channels at H/2, the largest map in the network; block by block,
 #: conv -> LayerNorm -> GELU -> reduction stay in cache instead of streaming (and page-faulting)
-#: tens of MB through memory, which measured 3-4x faster for that step.
-_BLOCK_VALUES = 1 << 18
+#: tens of MB through memory, which measured 3x faster for that step. Smaller blocks are no
+#: faster on an idle machine and much slower on an oversubscribed one (each op is a parallel
+#: region whose threads must all be scheduled).
+_BLOCK_VALUES = 1 << 20
 
 
 def _reduced_value(value: CLG, x: Tensor, weight: Tensor) -> Tensor:
