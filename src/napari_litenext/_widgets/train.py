@@ -268,7 +268,7 @@ class TrainWidget(QWidget):
         for i, (image_box, labels_box) in enumerate(self.pair_rows(), start=1):
             image, labels = image_box.value, labels_box.value
             if image is None or labels is None:
-                missing = "an Image" if image is None else "a Labels"
+                missing = "Image" if image is None else "Labels"
                 raise DataError(f"pair {i} has no {missing} layer: open an image, add a Labels layer "
                                 "(Layers > New Labels Layer), paint some objects and choose both")
             pairs.append(LayerPair(full_resolution(image.data, image.multiscale), labels.data, image.rgb,
@@ -319,7 +319,7 @@ class TrainWidget(QWidget):
         Raises:
             ValueError: an invalid setting (the message says which).
         """
-        from ..train import TrainConfig
+        from ..training import TrainConfig
 
         r = self.recipe
         start = r.start_from.value
@@ -508,7 +508,7 @@ def _clock(seconds: float | None) -> str:
 
 def _train_job(train_samples: list[Any], val_samples: list[Any], cfg: Any, should_stop: Any, inherit: bool):
     """Thread-worker generator: ``train.train``'s events, then its ``TrainResult`` (+ curves.png)."""
-    from ..train import train
+    from ..training import train
 
     if inherit:
         from ..registry import load_model
