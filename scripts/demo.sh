@@ -53,4 +53,4 @@ echo "Results written to $OUT/:"
 if [ "$UNTRAINED" = 1 ]; then
   echo "NOTE: made with an UNTRAINED model (random weights): the masks are not a segmentation."
 fi
-echo "Open them in napari with: .venv/bin/napari $OUT/*"
+echo "Each <image>_labels.tif holds one id per nucleus (0 = background); <image>_overlay.png shows them on the image."

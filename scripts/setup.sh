@@ -55,6 +55,17 @@ as_root() {
   fi
 }
 
+run_logged() {  # run_logged LOGFILE CMD...: output to LOGFILE, shown (its end) only on failure
+  local logfile=$1
+  shift
+  if "$@" >>"$logfile" 2>&1; then
+    case "$logfile" in /tmp/*) rm -f "$logfile" ;; esac
+    return 0
+  fi
+  tail -n 40 "$logfile" >&2
+  die "'$*' failed; full output in $logfile"
+}
+
 INSTALLED=" "
 refresh_installed() {  # names of installed packages among the given specs, in one dpkg-query call
   local spec names=()
@@ -81,7 +92,7 @@ apt_install() {  # install the missing ones among the given package specs
   fi
   if [ "$APT_UPDATED" = 0 ]; then
     log "apt-get update"
-    as_root apt-get update -qq
+    run_logged "$(mktemp -t napari-litenext-apt.XXXXXX)" as_root apt-get update -q
     APT_UPDATED=1
   fi
   for spec in "${missing[@]}"; do
@@ -93,7 +104,8 @@ apt_install() {  # install the missing ones among the given package specs
     chosen+=("$pick")
   done
   log "installing system packages: ${chosen[*]}"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${chosen[@]}" >&2
+  run_logged "$(mktemp -t napari-litenext-apt.XXXXXX)" \
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${chosen[@]}"
 }
 
 # 1. System packages for the GUI tests.
@@ -145,10 +157,12 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$key" ] && imports_here; then
 fi
 rm -f "$STAMP"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-log "installing $TORCH_SPEC (before the package, so pip keeps this build)"
-"${PIP[@]}" install "$TORCH_SPEC" >&2
-log "installing napari-litenext (editable) with its test dependencies"
-"${PIP[@]}" install -e "$REPO[testing]" >&2
-imports_here || die "napari_litenext does not import from $REPO/src after installing; see pip's output above"
+PIPLOG="$VENV/setup.log"
+: > "$PIPLOG"
+log "installing $TORCH_SPEC first, so that pip keeps this build (log: $PIPLOG)"
+run_logged "$PIPLOG" "${PIP[@]}" install --progress-bar off "$TORCH_SPEC"
+log "installing napari-litenext (editable) with its test dependencies; a first run takes several minutes"
+run_logged "$PIPLOG" "${PIP[@]}" install --progress-bar off -e "$REPO[testing]"
+imports_here || die "napari_litenext does not import from $REPO/src after installing; see $PIPLOG"
 echo "$key" > "$STAMP"
 log "done: activate with '. .venv/bin/activate'"
