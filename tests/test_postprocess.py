@@ -90,3 +90,20 @@ def test_overlay_colours_and_contours():
     assert not np.array_equal(out[5, 10], out[10, 10])  # contour differs from the fill
     sem = overlay(np.zeros((20, 20, 3), np.uint8), (labels[:20, :20] > 0).astype(np.uint8))
     assert tuple(sem[5, 5]) == (255, 220, 0)
+
+
+def test_huge_objects_are_numbered_not_split(monkeypatch):
+    import napari_litenext.postprocess as pp
+
+    mask = disc((60, 80), (30, 28), 12) | disc((60, 80), (30, 48), 12)
+    monkeypatch.setattr(pp, "MAX_SPLIT_PIXELS", 100)
+    labels = postprocess(as_prob(mask), instances=True)
+    assert labels.max() == 1 and np.array_equal(labels > 0, mask)
+
+
+def test_instance_ids_consecutive_after_removals():
+    shape = (60, 120)
+    mask = disc(shape, (30, 20), 12) | disc(shape, (30, 40), 12) | disc(shape, (30, 90), 10)
+    mask[2:4, 2:4] = True  # removed by min_size, before a kept object in raster order
+    labels = postprocess(as_prob(mask), instances=True, min_size=10)
+    assert sorted(np.unique(labels)) == [0, 1, 2, 3] and labels[2, 2] == 0

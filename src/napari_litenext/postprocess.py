@@ -7,9 +7,10 @@ pixels above the saddle that joins them). A round nucleus has one such maximum a
 two touching nuclei joined by a neck have two and are split along the neck.
 
 Memory: the distance transform and watershed run on each component's bounding box, never on the
-whole image, so instance mode costs the semantic mask (1 byte per pixel) plus the int32 label
-image (4 bytes per pixel) plus per-object temporaries; an 8192 x 8192 image needs about 0.35 GB
-beyond the probability map. Semantic mode without ``min_size`` needs only the 1-byte mask and a
+whole image, and components are numbered in place in the output, so instance mode costs the
+semantic mask (1 byte per pixel) plus the int32 label image (4 bytes per pixel) plus per-object
+temporaries (bounded by ``MAX_SPLIT_PIXELS``); an 8192 x 8192 image needs about 0.35 GB beyond the
+probability map. Semantic mode without ``min_size`` needs only the 1-byte mask and a
 few same-size boolean temporaries of hole filling.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["postprocess", "split_instances", "remove_small", "overlay"]
+__all__ = ["postprocess", "split_instances", "remove_small", "overlay", "MAX_SPLIT_PIXELS"]
 
 # Minimum depth (pixels of distance) of a distance-transform maximum to seed its own instance; the
 # depth grows with the object's size (fraction of its largest inscribed radius) so that the
@@ -27,6 +28,10 @@ __all__ = ["postprocess", "split_instances", "remove_small", "overlay"]
 # connected components; larger h (1.5 px, 0.2) merged more touching nuclei (0.917 / 0.833).
 _H_MIN = 1.0
 _H_FRACTION = 0.1
+#: Objects whose bounding box has more pixels than this (2048 x 2048) are numbered but not split:
+#: no nucleus is that large at native resolution, and the distance transform, h-maxima and
+#: watershed of a huge region cost tens of bytes per pixel (an 8192 x 8192 blob needed 6 GB).
+MAX_SPLIT_PIXELS = 2048 * 2048
 
 
 def postprocess(probabilities: np.ndarray, threshold: float = 0.5, instances: bool = False,
@@ -104,40 +109,48 @@ def split_instances(mask: np.ndarray, min_size: int = 0, out: np.ndarray | None 
     Args:
         mask: H x W bool (holes already filled if wanted).
         min_size: objects smaller than this (before and after splitting) are dropped.
-        out: H x W int32 to write into (zeroed here).
+        out: H x W int32 to write into (overwritten).
 
     Returns:
-        H x W int32, ids 1..N in raster order of the components.
+        H x W int32, ids 1..N in raster order of the components. Objects whose bounding box
+        exceeds ``MAX_SPLIT_PIXELS`` are numbered but not split.
     """
     from skimage.segmentation import watershed
 
     if out is None:
-        out = np.zeros(mask.shape, dtype=np.int32)
-    else:
-        out[...] = 0
-    # 4-connectivity for components: two nuclei meeting at a single diagonal pixel are two objects.
-    components, n = ndi.label(mask, output=np.int32)
+        out = np.empty(mask.shape, dtype=np.int32)
+    # The components are labelled straight into ``out`` (4-connectivity: nuclei meeting at one
+    # diagonal pixel are two objects) and renumbered in place: final ids are written negated so
+    # they cannot be mistaken for component ids not yet visited, and flipped at the end. This
+    # spares a second 4-byte-per-pixel image.
+    ndi.label(mask, output=out)
     next_id = 1
-    for index, box in enumerate(ndi.find_objects(components), start=1):
+    for index, box in enumerate(ndi.find_objects(out), start=1):
         if box is None:
             continue
         # One pixel of margin so the distance transform sees background all round.
         box = tuple(slice(max(0, s.start - 1), min(dim, s.stop + 1)) for s, dim in zip(box, mask.shape))
-        obj = components[box] == index
-        area = int(obj.sum())
+        region = out[box]
+        obj = region == index
+        area = int(np.count_nonzero(obj))
         if area < max(1, min_size):
+            region[obj] = 0
             continue
-        target = out[box]
-        pieces = _split_object(obj, watershed)
+        pieces = _split_object(obj, watershed) if obj.size <= MAX_SPLIT_PIXELS else None
         if pieces is None:
-            target[obj] = next_id
+            region[obj] = -next_id
             next_id += 1
             continue
         sizes = np.bincount(pieces.ravel())
         for piece in range(1, sizes.size):
-            if sizes[piece] and sizes[piece] >= min_size:
-                target[pieces == piece] = next_id
+            if not sizes[piece]:
+                continue
+            if sizes[piece] >= min_size:
+                region[pieces == piece] = -next_id
                 next_id += 1
+            else:
+                region[pieces == piece] = 0
+    np.negative(out, out=out)
     return out
 
 
