@@ -2,7 +2,7 @@
 
 A table lists Dice, IoU, precision and recall per image (per slice for stacks) and their means;
 with "object scores" also F1 at IoU 0.5 and AJI. Scoring runs in a thread worker
-(``evaluate.evaluate_arrays``; numpy only, no torch).
+(``evaluation.evaluate_arrays``; numpy only, no torch).
 """
 
 # No "from __future__ import annotations": magicgui reads the settings functions' annotations as types.
@@ -221,15 +221,15 @@ def _folder(value: Any) -> Path | None:
 
 
 def _arrays_job(preds: list[np.ndarray], gts: list[np.ndarray], names: list[str], instances: bool):
-    from ..evaluate import evaluate_arrays
+    from ..evaluation import evaluate_arrays
 
     yield f"scoring {len(preds)} image{'s' if len(preds) != 1 else ''}..."
     return evaluate_arrays(preds, gts, instances=instances, names=names)
 
 
 def _folder_job(pred_dir: Path, gt_dir: Path, instances: bool):
-    """Pair ground truth with predictions by name (``evaluate.pair_files``), read, score."""
-    from ..evaluate import EvaluationError, evaluate_arrays, pair_files
+    """Pair ground truth with predictions by name (``evaluation.pair_files``), read, score."""
+    from ..evaluation import EvaluationError, evaluate_arrays, pair_files
     from ..io import read_mask
 
     try:

@@ -1,6 +1,6 @@
 """The Train widget: train LiteNeXt on painted layers (or folders) in a thread worker.
 
-While ``train.train`` runs in the worker, every step's event updates a progress bar with ETA and a
+While ``training.train`` runs in the worker, every step's event updates a progress bar with ETA and a
 live plot of the training loss and validation Dice; Stop ends the run after the current step and
 keeps the best checkpoint. When the run ends its best.pt joins the model pickers (``_state``) and
 "Segment with this model" runs it on the current image. Settings persist between sessions
@@ -507,7 +507,7 @@ def _clock(seconds: float | None) -> str:
 
 
 def _train_job(train_samples: list[Any], val_samples: list[Any], cfg: Any, should_stop: Any, inherit: bool):
-    """Thread-worker generator: ``train.train``'s events, then its ``TrainResult`` (+ curves.png)."""
+    """Thread-worker generator: ``training.train``'s events, then its ``TrainResult`` (+ curves.png)."""
     from ..training import train
 
     if inherit:
