@@ -95,11 +95,17 @@ def remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
     """Clear, in place, the 8-connected objects of a boolean mask with fewer than ``min_size`` pixels."""
     labels, n = ndi.label(mask, structure=np.ones((3, 3), bool), output=np.int32)
     if n:
-        sizes = np.bincount(labels.ravel())
+        # Row chunks: bincount and fancy indexing turn int32 ids into 8-byte indices, which for
+        # the whole image would be a copy twice the size of the label image.
+        sizes = np.zeros(n + 1, dtype=np.int64)
+        for r0 in range(0, mask.shape[0], 1024):
+            sizes += np.bincount(labels[r0:r0 + 1024].ravel(), minlength=n + 1)
         small = sizes < min_size
         small[0] = False
         if small.any():
-            mask[small[labels]] = False
+            for r0 in range(0, mask.shape[0], 1024):
+                rows = mask[r0:r0 + 1024]
+                rows[small[labels[r0:r0 + 1024]]] = False
     return mask
 
 
