@@ -138,3 +138,13 @@ def test_output_stem():
     assert output_stem("/x/cells.ome.tif") == "cells"
     assert output_stem("a.b.png") == "a.b"
     assert output_stem("IMG.OME.TIFF") == "IMG"
+
+
+@pytest.mark.parametrize("compression", ["tiff_lzw", "jpeg"])
+def test_tiff_compressions_without_imagecodecs(tmp_path, rng, compression):
+    rgb = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.tif", compression=compression)
+    got = read_image(tmp_path / "c.tif")
+    assert got.shape == (20, 24, 3) and got.dtype == np.uint8
+    if compression == "tiff_lzw":
+        np.testing.assert_array_equal(got, rgb)

@@ -95,8 +95,14 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str | None]:
         if not tif.series:
             raise ImageReadError(f"{path}: TIFF holds no image data")
         series = tif.series[0]
-        array = series.asarray()
         axes = str(series.axes)
+        try:
+            array = series.asarray()
+        except ValueError as exc:
+            # LZW and JPEG inside TIFF need the optional imagecodecs package; Pillow decodes them.
+            if "imagecodecs" not in str(exc):
+                raise
+            return _read_pil_frames(path), None
     # tifffile keeps length-1 axes in some layouts; they mean nothing for segmentation.
     keep = [i for i, n in enumerate(array.shape) if n != 1]
     if len(keep) != array.ndim and len(keep) >= 2:
@@ -130,6 +136,19 @@ def _read_pil(path: Path) -> np.ndarray:
     if mode.startswith("I;16"):  # PIL reports 16-bit grayscale as I;16 with native-endian uint16
         array = array.astype(np.uint16, copy=False)
     return np.array(array, copy=True) if not array.flags.writeable else array
+
+
+def _read_pil_frames(path: Path) -> np.ndarray:
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as img:
+        frames = [np.asarray(frame.convert("RGB") if frame.mode in ("P", "CMYK", "YCbCr") else frame)
+                  for frame in ImageSequence.Iterator(img)]
+    if len(frames) == 1:
+        return np.array(frames[0], copy=True)
+    if len({(f.shape, f.dtype) for f in frames}) != 1:
+        raise ImageReadError(f"{path}: pages differ in size or type; save each page as its own file")
+    return np.stack(frames)
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
