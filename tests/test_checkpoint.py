@@ -121,8 +121,8 @@ def test_fabricated_authors_checkpoint_imports(tmp_path, prefix):
     state = to_authors_layout(source.state_dict(), prefix)
     assert len(state) == 120
     path = tmp_path / "best_model.pt"
-    torch.save({"model_state_dict": state, "epoch": 7, "optimizer_state_dict": {"state": {}, "param_groups": []},
-                "test_measure_mean": 0.8}, path)
+    torch.save({"model_state_dict": state, "epoch": 7, "test_measure_mean": 0.8,
+                "optimizer_state_dict": {"state": {}, "param_groups": []}}, path)
     ckpt = load_checkpoint(path)
     assert ckpt.config == ModelConfig()
     assert ckpt.inference.mode == "resize" and ckpt.inference.input_size == 256
@@ -143,7 +143,8 @@ def test_missing_key_is_named(tmp_path):
     state = authors_state()
     del state["stage3.1.conv.weight"], state["rb4.bn.layernorm.bias"]
     torch.save({"model_state_dict": state}, tmp_path / "m.pt")
-    with pytest.raises(CheckpointError, match=r"missing .*stages\.2\.blocks\.0\.depthwise\.conv\.weight") as err:
+    expected = r"missing .*stages\.2\.blocks\.0\.depthwise\.conv\.weight"
+    with pytest.raises(CheckpointError, match=expected) as err:
         load_checkpoint(tmp_path / "m.pt")
     assert "up.norm.bias" in str(err.value) and "\n" not in str(err.value)
 

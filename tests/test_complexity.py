@@ -24,7 +24,8 @@ def hooked_macs(model: LiteNeXt, height: int, width: int) -> int:
             per_output = module.in_features
         total += output[0].numel() * (per_output + (module.bias is not None))  # output[0]: one image
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
     try:
         with torch.inference_mode():
             reference_forward(model, torch.rand(1, model.config.in_channels, height, width))
