@@ -216,3 +216,15 @@ def test_real_litenext_tiles_and_resize():
     np.testing.assert_allclose(whole.probabilities, direct, atol=1e-6)
     resized = predict(img, model, mode="resize")
     assert resized.probabilities.shape == (40, 56)
+
+
+def test_real_dsb_image_through_reader_and_tiles(shared_dir):
+    from napari_litenext.io import read_image
+
+    root = shared_dir / "data" / "dsb2018"
+    image_id = json.loads((root / "split.json").read_text())["test"][0]
+    image = read_image(root / "images" / f"{image_id}.png")
+    model = PixelModel(mode="tile", tile_size=128, normalisation="percentile")
+    result = predict(image, model, instances=True)
+    assert result.probabilities.shape == image.shape[:2]
+    assert result.settings["input_axes"] == "YXC" and result.labels.dtype == np.int32
