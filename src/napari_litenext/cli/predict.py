@@ -134,11 +134,12 @@ def _run_all(files: list[Path], plans: dict[Path, dict[str, Path]], model, model
     from ..preprocess import InputError
 
     failures: list[Path] = []
-    bar = tqdm(files, desc="images", unit="image", file=sys.stderr, disable=args.quiet or len(files) < 2,
-               position=0, dynamic_ncols=True)
+    outer = not args.quiet and len(files) > 1
+    bar = tqdm(files, desc="images", unit="image", file=sys.stderr, disable=not outer, position=0,
+               dynamic_ncols=True)
     for f in bar:
         try:
-            image, prediction = _segment_one(f, model, args)
+            image, prediction = _segment_one(f, model, args, position=1 if outer else 0)
             settings = dict(prediction.settings, source=f.name, model_source=model_name,
                             software=f"napari-litenext {__version__}")
             _write_outputs(plans[f], image, prediction, settings, args)
@@ -159,7 +160,7 @@ def _run_all(files: list[Path], plans: dict[Path, dict[str, Path]], model, model
     return 0
 
 
-def _segment_one(path: Path, model, args: argparse.Namespace):
+def _segment_one(path: Path, model, args: argparse.Namespace, position: int = 0):
     from tqdm import tqdm
 
     from ..io import read_image_with_axes
@@ -170,7 +171,7 @@ def _segment_one(path: Path, model, args: argparse.Namespace):
     gen = segment(image, model, axes=axes, channel=args.channel, threshold=args.threshold,
                   instances=args.instances, min_size=args.min_size, mode=args.mode,
                   tile_size=args.tile_size, batch_size=args.batch_size)
-    bar = tqdm(desc=path.name, unit="step", file=sys.stderr, disable=args.quiet, position=1, leave=False,
+    bar = tqdm(desc=path.name, unit="step", file=sys.stderr, disable=args.quiet, position=position, leave=False,
                dynamic_ncols=True)
     stage = None
     try:
