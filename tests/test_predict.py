@@ -228,3 +228,13 @@ def test_real_dsb_image_through_reader_and_tiles(shared_dir):
     result = predict(image, model, instances=True)
     assert result.probabilities.shape == image.shape[:2]
     assert result.settings["input_axes"] == "YXC" and result.labels.dtype == np.int32
+
+
+def test_training_mode_is_restored():
+    model = PixelModel(mode="tile", tile_size=16)
+    model.train()
+    predict(field(20, 20), model)
+    assert model.training
+    model.eval()
+    predict(field(20, 20), model)
+    assert not model.training

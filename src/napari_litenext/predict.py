@@ -6,7 +6,7 @@ GUI show progress and cancel between batches. ``predict`` runs it to the end.
 Memory: the intensity range is computed once on the whole image (subsampled) and applied per
 tile, so no full-size float copy of the input is ever made. Full-size arrays are the input (as
 given), the float32 probability map (4 bytes/pixel) and the labels (1 byte/pixel, or 4 with
-instances); on CPU the network sees at most about half a megapixel per batch.
+instances); on CPU the network sees at most a quarter megapixel (one 512 x 512 tile) per call.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ __all__ = ["Progress", "Prediction", "Cancelled", "segment", "predict", "infer_a
 #: Smallest height and width accepted (the network's minimum).
 MIN_IMAGE_SIZE = 16
 # Pixels per network call on CPU: batching gains little there, while activations cost about
-# 0.5 KB per pixel, so a cap keeps peak memory near 250 MB whatever ``batch_size`` says.
-_CPU_BATCH_PIXELS = 2 * 512 * 512
+# 0.5 KB per pixel, so a cap keeps peak memory near 130 MB whatever ``batch_size`` says.
+_CPU_BATCH_PIXELS = 512 * 512
 _AXIS_ALIASES = {"S": "C"}
 
 
@@ -201,62 +201,67 @@ def segment(image: np.ndarray, model: Any, *, axes: str | None = None, channel: 
     value_range = intensity_range(pixels, inference)
 
     dev = _place_model(model, device, torch)
+    was_training = bool(getattr(model, "training", False))
     model.eval()
-    slices = list(np.ndindex(*stack_shape)) if stack_shape else [()]
-    probabilities = np.zeros(stack_shape + (height, width), dtype=np.float32)
-    settings = {
-        "model": getattr(getattr(model, "card", None), "name", None) or type(model).__name__,
-        "sha256": getattr(model, "sha256", "") or "",
-        "mode": mode, "threshold": threshold, "instances": bool(instances), "min_size": min_size,
-        "axes": stack_axes + "YX", "input_axes": axes, "channel": channel,
-        "normalisation": inference.normalisation, "value_range": [value_range[0], value_range[1]],
-        "invert": inference.invert, "device": str(dev),
-    }
-    run = _Runner(model, dev, torch, should_stop)
+    try:
+        slices = list(np.ndindex(*stack_shape)) if stack_shape else [()]
+        probabilities = np.zeros(stack_shape + (height, width), dtype=np.float32)
+        settings = {
+            "model": getattr(getattr(model, "card", None), "name", None) or type(model).__name__,
+            "sha256": getattr(model, "sha256", "") or "",
+            "mode": mode, "threshold": threshold, "instances": bool(instances), "min_size": min_size,
+            "axes": stack_axes + "YX", "input_axes": axes, "channel": channel,
+            "normalisation": inference.normalisation, "value_range": [value_range[0], value_range[1]],
+            "invert": inference.invert, "device": str(dev),
+        }
+        run = _Runner(model, dev, torch, should_stop)
 
-    if mode == "tile":
-        overlap = int(round(tile_overlap * tile_size))
-        grid = TileGrid(height, width, tile_size, overlap)
-        settings.update(tile_size=tile_size, tile_overlap=tile_overlap)
-        per_batch = _batch_limit(batch_size, grid.tile_shape, dev)
-        work = [(s, t) for s in slices for t in grid]
-        for start in range(0, len(work), per_batch):
-            batch = work[start:start + per_batch]
-            inputs = np.stack([to_network_input(pixels[s][t.slices], inference, None, value_range)
-                               for s, t in batch])
-            probs = run(inputs)
-            for (s, t), p in zip(batch, probs):
-                grid.accumulate(probabilities[s], t, p)
-            done = start + len(batch)
-            yield Progress("tiles", done, len(work), f"{done}/{len(work)} tiles")
-    else:
-        size = inference.input_size
-        settings.update(input_size=size)
-        per_batch = _batch_limit(batch_size, (size, size), dev)
-        for start in range(0, len(slices), per_batch):
-            batch = slices[start:start + per_batch]
-            inputs = np.stack([to_network_input(resize_bilinear(pixels[s], size, size), inference, None,
-                                                value_range) for s in batch])
-            probs = run(inputs)
-            for s, p in zip(batch, probs):
-                resize_bilinear(p, height, width, out=probabilities[s])
-            done = start + len(batch)
-            yield Progress("slices", done, len(slices), f"{done}/{len(slices)} slices")
-    np.clip(probabilities, 0.0, 1.0, out=probabilities)  # blending and resizing may round past [0, 1]
+        if mode == "tile":
+            overlap = int(round(tile_overlap * tile_size))
+            grid = TileGrid(height, width, tile_size, overlap)
+            settings.update(tile_size=tile_size, tile_overlap=tile_overlap)
+            per_batch = _batch_limit(batch_size, grid.tile_shape, dev)
+            work = [(s, t) for s in slices for t in grid]
+            for start in range(0, len(work), per_batch):
+                batch = work[start:start + per_batch]
+                inputs = np.stack([to_network_input(pixels[s][t.slices], inference, None, value_range)
+                                   for s, t in batch])
+                probs = run(inputs)
+                for (s, t), p in zip(batch, probs):
+                    grid.accumulate(probabilities[s], t, p)
+                done = start + len(batch)
+                yield Progress("tiles", done, len(work), f"{done}/{len(work)} tiles")
+        else:
+            size = inference.input_size
+            settings.update(input_size=size)
+            per_batch = _batch_limit(batch_size, (size, size), dev)
+            for start in range(0, len(slices), per_batch):
+                batch = slices[start:start + per_batch]
+                inputs = np.stack([to_network_input(resize_bilinear(pixels[s], size, size), inference, None,
+                                                    value_range) for s in batch])
+                probs = run(inputs)
+                for s, p in zip(batch, probs):
+                    resize_bilinear(p, height, width, out=probabilities[s])
+                done = start + len(batch)
+                yield Progress("slices", done, len(slices), f"{done}/{len(slices)} slices")
+        np.clip(probabilities, 0.0, 1.0, out=probabilities)  # blending and resizing may round past [0, 1]
 
-    labels = np.zeros(probabilities.shape, dtype=np.int32 if instances else np.uint8)
-    next_id = 1
-    for i, s in enumerate(slices):
-        run.check_stop()
-        out = labels[s]
-        postprocess_slice(probabilities[s], threshold, instances, min_size, True, out=out)
-        if instances:
-            n = int(out.max(initial=0))
-            if next_id > 1 and n:
-                out[out > 0] += next_id - 1
-            next_id += n
-        yield Progress("postprocess", i + 1, len(slices), f"post-processed {i + 1}/{len(slices)}")
-    return Prediction(probabilities, labels, settings)
+        labels = np.zeros(probabilities.shape, dtype=np.int32 if instances else np.uint8)
+        next_id = 1
+        for i, s in enumerate(slices):
+            run.check_stop()
+            out = labels[s]
+            postprocess_slice(probabilities[s], threshold, instances, min_size, True, out=out)
+            if instances:
+                n = int(out.max(initial=0))
+                if next_id > 1 and n:
+                    out[out > 0] += next_id - 1
+                next_id += n
+            yield Progress("postprocess", i + 1, len(slices), f"post-processed {i + 1}/{len(slices)}")
+        return Prediction(probabilities, labels, settings)
+    finally:
+        if was_training:  # e.g. a preview during training: hand the model back as it came
+            model.train()
 
 
 def predict(image: np.ndarray, model: Any, **kwargs: Any) -> Prediction:
