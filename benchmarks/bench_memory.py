@@ -52,7 +52,7 @@ def _nuclei_probabilities(size: int):
 
 
 def child_postprocess(size: int) -> None:
-    from napari_litenext.postprocess import postprocess
+    from napari_litenext.postprocessing import postprocess
 
     baseline = _rss_mb()
     prob = _nuclei_probabilities(size)
@@ -78,7 +78,7 @@ def child(case: str, size: int, threads: int | None) -> None:
 
     from napari_litenext.config import InferenceConfig
     from napari_litenext.model import LiteNeXt
-    from napari_litenext.predict import predict
+    from napari_litenext.prediction import predict
 
     if threads:
         torch.set_num_threads(threads)

@@ -232,7 +232,7 @@ def test_evaluate_loads_model_by_name(tmp_path, fake_predict, monkeypatch):
 
 def test_evaluate_can_be_cancelled(tmp_path, fake_predict):
     img, msk = _dataset(tmp_path)
-    from napari_litenext.predict import Cancelled
+    from napari_litenext.prediction import Cancelled
     with pytest.raises(Cancelled):
         evaluate(object(), img, msk, should_stop=lambda: True)
 
@@ -299,7 +299,7 @@ def test_evaluate_with_real_model_matches_predict(tmp_path, protocol):
     from napari_litenext.config import InferenceConfig, ModelConfig
     from napari_litenext.metrics import resize_nearest
     from napari_litenext.model import LiteNeXt
-    from napari_litenext.predict import predict
+    from napari_litenext.prediction import predict
 
     torch.manual_seed(0)
     model = LiteNeXt(ModelConfig(base_width=4, fusion_dim=8)).eval()  # small: same code, faster

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_litenext.postprocess import overlay, postprocess
+from napari_litenext.postprocessing import overlay, postprocess
 
 
 def disc(shape, centre, radius):
@@ -93,7 +93,7 @@ def test_overlay_colours_and_contours():
 
 
 def test_huge_objects_are_numbered_not_split(monkeypatch):
-    import napari_litenext.postprocess as pp
+    import napari_litenext.postprocessing as pp
 
     mask = disc((60, 80), (30, 28), 12) | disc((60, 80), (30, 48), 12)
     monkeypatch.setattr(pp, "MAX_SPLIT_PIXELS", 100)

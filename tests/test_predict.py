@@ -7,8 +7,8 @@ from torch import nn
 
 from napari_litenext.config import InferenceConfig, ModelCard
 from napari_litenext.model import LiteNeXt
-from napari_litenext.postprocess import postprocess
-from napari_litenext.predict import Cancelled, Prediction, Progress, infer_axes, predict, segment
+from napari_litenext.postprocessing import postprocess
+from napari_litenext.prediction import Cancelled, Prediction, Progress, infer_axes, predict, segment
 from napari_litenext.preprocess import InputError
 
 

@@ -19,10 +19,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_model": "registry",
     "bundled_models": "registry",
-    "predict": "predict",
-    "segment": "predict",
-    "Prediction": "predict",
-    "postprocess": "postprocess",
+    "predict": "prediction",
+    "segment": "prediction",
+    "Prediction": "prediction",
+    "postprocess": "postprocessing",
     "train": "training",
     "TrainConfig": "training",
     "evaluate": "evaluation",
@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import InferenceConfig, ModelCard, ModelConfig
     from .evaluation import evaluate
     from .model import LiteNeXt
-    from .postprocess import postprocess
-    from .predict import Prediction, predict, segment
+    from .postprocessing import postprocess
+    from .prediction import Prediction, predict, segment
     from .registry import bundled_models, load_model
     from .training import TrainConfig, train
 

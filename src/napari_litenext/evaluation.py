@@ -37,7 +37,7 @@ from .preprocess import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import LiteNeXt
-    from .predict import Progress
+    from .prediction import Progress
 
 __all__ = ["EvaluationError", "EvaluationResult", "pair_files", "evaluate_pairs", "evaluate", "evaluate_arrays",
            "PROTOCOLS", "MASK_ENDINGS"]
@@ -287,14 +287,14 @@ def _load_model(source: str | os.PathLike, device: Any) -> Any:
 def _predict_labels(image: np.ndarray, model: Any, *, instances: bool, threshold: float | None,
                     device: Any, channel: int | None, should_stop: Callable[[], bool] | None) -> np.ndarray:
     """Labels for one image exactly as ``predict`` makes them (a seam for tests)."""
-    from .predict import predict
+    from .prediction import predict
 
     return predict(image, model, instances=instances, threshold=threshold, device=device, channel=channel,
                    should_stop=should_stop).labels
 
 
 def _progress(stage: str, done: int, total: int, message: str = "") -> Progress:
-    from .predict import Progress
+    from .prediction import Progress
 
     return Progress(stage, done, total, message)
 
@@ -361,7 +361,7 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
     total = len(pairs)
     for done, (name, image_path, mask_path) in enumerate(pairs):
         if should_stop is not None and should_stop():
-            from .predict import Cancelled
+            from .prediction import Cancelled
 
             raise Cancelled("evaluation cancelled")
         yield _progress("evaluate", done, total, name)

@@ -164,7 +164,7 @@ def _segment_one(path: Path, model, args: argparse.Namespace, position: int = 0)
     from tqdm import tqdm
 
     from ..io import read_image_with_axes
-    from ..predict import segment
+    from ..prediction import segment
 
     image, file_axes = read_image_with_axes(path)
     axes = args.axes or file_axes
@@ -194,7 +194,7 @@ def _write_outputs(outputs: dict[str, Path], image, prediction, settings: dict,
                    args: argparse.Namespace) -> None:
     """Write every output of one input; if one fails, remove those already written for it."""
     from ..io import write_png, write_tiff
-    from ..postprocess import overlay
+    from ..postprocessing import overlay
 
     written: list[Path] = []
     try:

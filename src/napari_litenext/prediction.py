@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .config import MODES, InferenceConfig
-from .postprocess import postprocess_slice
+from .postprocessing import postprocess_slice
 from .preprocess import InputError, intensity_range, select_channels, to_network_input
 from .tiling import TileGrid, resize_bilinear
 
