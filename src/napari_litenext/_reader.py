@@ -8,7 +8,8 @@ channel along ``C``, RGB kept as RGB, singleton axes dropped, and ``scale``, ``u
 ``axis_labels`` set from ``PhysicalSize{X,Y,Z}`` and ``TimeIncrement``.
 
 Whole series are read into memory (pyramids: full resolution only); very large files are better
-opened with a dedicated OME-Zarr / bioformats reader.
+opened with a dedicated OME-Zarr / bioformats reader. Several files give layers per file; they are
+not stacked into one layer.
 """
 
 from __future__ import annotations
