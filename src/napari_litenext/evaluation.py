@@ -84,7 +84,7 @@ class EvaluationResult:
         Raises:
             FileExistsError: ``path`` exists and ``overwrite`` is False.
         """
-        from .io import atomic_write
+        from .fileutil import atomic_write
 
         text = json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
         return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=overwrite)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import glob
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fileutil import atomic_write
 
 __all__ = ["ImageReadError", "IMAGE_SUFFIXES", "read_image", "read_image_with_axes", "read_mask",
            "write_tiff", "write_png", "atomic_write", "list_images", "output_stem"]
@@ -170,34 +171,6 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     if array.ndim != 2:
         raise ImageReadError(f"{path}: expected a 2D mask, got shape {array.shape}")
     return array
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], overwrite: bool = False) -> Path:
-    """Call ``write(tmp_path)``, then move the file onto ``path`` in one step.
-
-    Args:
-        path: destination; its folder is created.
-        write: writes the complete file to the temporary path it is given.
-        overwrite: replace an existing ``path``; otherwise refuse.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the destination, so the rename cannot cross file systems.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_tiff(path: str | os.PathLike, array: np.ndarray, metadata: dict | None = None,
