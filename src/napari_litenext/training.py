@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import Any, Callable, Generator, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import __version__
 from .augment import AugmentConfig, augment_batch
