@@ -1,0 +1,160 @@
+"""Evaluate a trained run on its dataset's test split and export it as a bundled model.
+
+    python scripts/export_bundled.py nuclei --run runs/nuclei [--no-write]
+    python scripts/export_bundled.py skin-lesion --run runs/skin-lesion
+
+Writes src/napari_litenext/models/<name>.pt (weights, config, inference settings and a model card
+with the test metrics) and <name>.md (the card as Markdown), and prints the metrics as JSON.
+Test images are used here only, after training, never to choose a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LITENEXT_SHARED", REPO.parent / "shared"))
+MODELS = REPO / "src" / "napari_litenext" / "models"
+
+CARDS = {
+    "nuclei": dict(
+        description=(
+            "Segments cell nuclei in 2D microscopy: fluorescence (DAPI/Hoechst-like) and brightfield or "
+            "H&E colour images, at native resolution in overlapping tiles, with optional splitting of "
+            "touching nuclei into instances."),
+        data=(
+            "2018 Data Science Bowl stage 1 training set (BBBC038, Broad Institute; CC0), train split of "
+            "../shared/data/dsb2018/split.json (536 images; the 6 images removed by the community fixes left "
+            "out, the 109 corrected masks used). Validation: the split's 67 val images. Test: its 67 test "
+            "images (never used for training or model selection)."),
+        limits=(
+            "Trained on the DSB 2018 variety only: nuclei roughly 5-60 px across. Much larger or smaller "
+            "nuclei need rescaling first (or fine-tuning). Tissue sections with dense, overlapping nuclei "
+            "split less well than cultured cells. Instance splitting is a distance-transform watershed on "
+            "the semantic mask, so strongly non-convex touching nuclei can be over- or under-split. "
+            "Trained on CPU for a limited number of epochs (see recipe)."),
+    ),
+    "skin-lesion": dict(
+        description=(
+            "Segments the pigmented lesion in a dermoscopy image (one lesion per image), by resizing the whole "
+            "image to 256 x 256 and the mask back, as the LiteNeXt paper does."),
+        data=(
+            "PH2 dermoscopy database (Mendonca et al., EMBC 2013; Universidade do Porto / Hospital Pedro "
+            "Hispano), made available for research and education with citation; not redistributed here. "
+            "Train split of ../shared/data/ph2/split.json (128 images), validation its 16 val images, test its "
+            "16 test images (never used for training or model selection). Cite PH2 when you use this model."),
+        limits=(
+            "PH2 holds 200 images from one clinic and one dermoscope (about 765 x 574 px): other devices, "
+            "hair, ink marks, rulers and very large lesions that fill the frame are under-represented. "
+            "Research use only; not a medical device. Trained on CPU for a limited number of epochs (see "
+            "recipe)."),
+    ),
+}
+
+
+def _link_split(dataset: str, ids: list[str], mask_folder: str, suffix: str, tmp: Path,
+                fixes: bool = False) -> tuple[Path, Path]:
+    root = SHARED / "data" / dataset
+    changed = set((root / "fixes" / "changed_ids.txt").read_text().split()) if fixes else set()
+    images, masks = tmp / "images", tmp / f"masks-{mask_folder}{'-fixed' if fixes else ''}"
+    images.mkdir(exist_ok=True)
+    masks.mkdir()
+    for i in ids:
+        if not (images / f"{i}.png").exists():
+            os.symlink(root / "images" / f"{i}.png", images / f"{i}.png")
+        source = (root / "fixes" / mask_folder if i in changed else root / mask_folder) / f"{i}{suffix}"
+        os.symlink(source, masks / f"{i}{suffix}")
+    return images, masks
+
+
+def evaluate_run(name: str, model, paper_only: bool = False) -> dict:
+    """Test-split metrics of ``model``: paper protocol, and unless ``paper_only`` native and instances."""
+    from napari_litenext.evaluation import evaluate
+
+    dataset = "dsb2018" if name == "nuclei" else "ph2"
+    split = json.loads((SHARED / "data" / dataset / "split.json").read_text())
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        images, masks = _link_split(dataset, split["test"], "masks", ".png", tmp)
+        t0 = time.time()
+        paper = evaluate(model, images, masks, protocol="paper")
+        results["paper_protocol"] = {**paper.means, "n_skipped": len(paper.skipped)}
+        if paper_only:
+            return results
+        results["native"] = evaluate(model, images, masks, protocol="native").means
+        if dataset == "dsb2018":
+            _, fixed = _link_split(dataset, split["test"], "masks", ".png", tmp, fixes=True)
+            results["native_fixed_masks"] = evaluate(model, images, fixed, protocol="native").means
+            _, inst = _link_split(dataset, split["test"], "masks_instance", ".tif", tmp)
+            results["instances"] = evaluate(model, images, inst, protocol="native", instances=True).means
+        results["seconds"] = round(time.time() - t0, 1)
+    return results
+
+
+def _card_markdown(card, inference, sha: str, results: dict) -> str:
+    lines = [f"# {card.name}", "", card.description, "", "## Training data", "", card.data, "",
+             "## Recipe", "", card.recipe, "", "## Inference settings", "",
+             f"mode `{inference.mode}`, input size {inference.input_size}, tile {inference.tile_size} "
+             f"(overlap {inference.tile_overlap}), normalisation `{inference.normalisation}`"
+             + (f" (percentiles {inference.percentiles[0]}-{inference.percentiles[1]})"
+                if inference.normalisation == "percentile" else "")
+             + f", threshold {inference.threshold}.", "", "## Test metrics (per image, threshold 0.5)", "",
+             "| protocol | Dice | IoU | precision | recall | F1@0.5 | AJI |", "|---|---|---|---|---|---|---|"]
+
+    def row(label, m):
+        get = lambda k: f"{m[k]:.4f}" if k in m else "-"  # noqa: E731
+        return f"| {label} | {get('dice')} | {get('iou')} | {get('precision')} | {get('recall')} | " \
+               f"{get('f1_50')} | {get('aji')} |"
+
+    labels = {"paper_protocol": "paper (256 x 256, empty ground truth skipped)",
+              "native": "native resolution, the product's inference",
+              "native_fixed_masks": "native, community-fixed masks", "instances": "native, instance labels"}
+    for key, label in labels.items():
+        if key in results:
+            lines.append(row(label, results[key]))
+    lines += ["", "## Known limits", "", card.limits, "", f"Trained by {card.trained_by}. "
+              f"Checkpoint SHA-256: `{sha}`.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=sorted(CARDS))
+    parser.add_argument("--run", required=True, help="training output folder holding best.pt")
+    parser.add_argument("--no-write", action="store_true", help="only evaluate")
+    args = parser.parse_args()
+
+    from napari_litenext.checkpoint import load_checkpoint, save_checkpoint
+    from napari_litenext.config import ModelCard
+
+    ckpt = load_checkpoint(Path(args.run) / "best.pt")
+    model = ckpt.build_model()
+    results = evaluate_run(args.name, model)
+    print(json.dumps(results, indent=1))
+    if args.no_write:
+        return 0
+    history = ckpt.extra.get("train_config", {})
+    metrics = {"test_dice_paper": results["paper_protocol"]["dice"], "test_dice_native": results["native"]["dice"]}
+    if "instances" in results:
+        metrics.update(test_f1_50=results["instances"]["f1_50"], test_aji=results["instances"]["aji"])
+    metrics = {k: round(float(v), 4) for k, v in {**ckpt.card.metrics, **metrics}.items()}
+    card = ModelCard(name=args.name, recipe=ckpt.card.recipe, metrics=metrics, trained_by=ckpt.card.trained_by,
+                     **CARDS[args.name])
+    MODELS.mkdir(parents=True, exist_ok=True)
+    sha = save_checkpoint(MODELS / f"{args.name}.pt", model, ckpt.inference, card)
+    (MODELS / f"{args.name}.md").write_text(_card_markdown(card, ckpt.inference, sha, results))
+    size = (MODELS / f"{args.name}.pt").stat().st_size
+    print(f"wrote {MODELS / (args.name + '.pt')} ({size / 1e6:.2f} MB) and its card; epochs in recipe: "
+          f"{history.get('epochs')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
