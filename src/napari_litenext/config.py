@@ -88,7 +88,8 @@ class InferenceConfig(_DictMixin):
 
     Attributes:
         normalisation: how raw pixels become floats in [0, 1]:
-            ``"dtype"`` divides by the dtype's maximum (uint8 / 255, uint16 / 65535; floats are
+            ``"dtype"`` divides by the dtype's maximum (uint8 / 255, uint16 / 65535; signed types
+            map their full range; 32/64-bit integers use the image's own min and max; floats are
             clipped to [0, 1] as given), the paper's protocol;
             ``"percentile"`` maps the image's ``percentiles`` (low, high) to 0 and 1 and clips,
             robust to the dim uint16 images of fluorescence microscopy;

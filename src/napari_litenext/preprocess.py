@@ -78,6 +78,10 @@ def intensity_range(image: np.ndarray, inference: InferenceConfig) -> tuple[floa
     if np.issubdtype(image.dtype, np.floating) and not _all_finite(image):
         raise InputError("image contains NaN or infinite values; replace them (e.g. np.nan_to_num) first")
     mode = inference.normalisation
+    if mode == "dtype" and np.issubdtype(image.dtype, np.integer) and image.dtype.itemsize > 2:
+        # 32/64-bit integer images (often labels or converted data) never use their type's range:
+        # dividing by 2**31 would make them black, so their own range is used instead.
+        mode = "minmax"
     if mode == "dtype":
         if np.issubdtype(image.dtype, np.integer):
             info = np.iinfo(image.dtype)
