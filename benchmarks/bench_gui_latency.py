@@ -1,6 +1,7 @@
 """GUI responsiveness while the Train widget trains, and the cost of training inside napari.
 
-    python benchmarks/bench_gui_latency.py [--steps 30] [--batch 8] [--patch 64] [--rounds 2] [--json out.json]
+    python benchmarks/bench_gui_latency.py [--steps 20] [--batch 8] [--patch 64] [--rounds 6] [--threads N]
+                                           [--json out.json]
 
 Needs a display; without one it re-runs itself under ``xvfb-run`` (scripts/setup.sh --gui installs it).
 
@@ -13,7 +14,9 @@ What is measured, with the DSB fluorescence sample (256 x 256) and its ground tr
 * throughput: training images per second (batch size x steps / time, SRP's second view not
   counted) between the first and the last step, in the Train widget and when iterating
   ``train.train`` directly in the same process without any GUI work ("headless"). Rounds
-  alternate the two so that load from other processes affects both alike; medians are reported.
+  alternate the two so that load from other processes affects both alike; reported are the
+  medians and the median of the per-round ratios (headless / napari), plus the share of one core
+  that napari's main thread used while training.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +45,15 @@ def _ensure_display() -> None:
     env = dict(os.environ, LITENEXT_BENCH_NO_XVFB="1", QT_QPA_PLATFORM="xcb")
     cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24 -nolisten tcp", sys.executable, *sys.argv]
     sys.exit(subprocess.call(cmd, env=env))
+
+
+def _thread_cpu(tid: int) -> float:
+    """CPU seconds used so far by thread ``tid`` of this process (Linux; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -108,7 +121,7 @@ def headless_round(samples, args, out: Path) -> float:
     return args.batch * (len(times) - 1) / (times[-1] - times[0])
 
 
-def gui_round(app, viewer, widget, recorder: TickRecorder, args, out: Path) -> tuple[float, list[float]]:
+def gui_round(viewer, widget, recorder: TickRecorder, args, out: Path) -> tuple[float, list[float]]:
     """Images per second in the Train widget and the event-loop delays while it trained."""
     widget.recipe.output_folder.value = out
     times: list[float] = []
@@ -149,10 +162,10 @@ def idle_delays(recorder: TickRecorder, seconds: float) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=30, help="training steps per round")
+    parser.add_argument("--steps", type=int, default=20, help="training steps per round")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--patch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating headless / GUI rounds")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating headless / GUI rounds")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -160,8 +173,6 @@ def main() -> int:
 
     import napari
     import torch
-    from qtpy.QtWidgets import QApplication
-
     from napari_litenext._sample_data import load_sample
     from napari_litenext._widgets._layers import LayerPair, training_samples
 
@@ -185,11 +196,11 @@ def main() -> int:
     image_box, labels_box = widget.pair_rows()[0]
     image_box.value, labels_box.value = image_layer, labels_layer
     samples = training_samples([LayerPair(image, labels, name="fluorescence")])
-    app = QApplication.instance()
     recorder = TickRecorder()
     idle = idle_delays(recorder, 3.0)
 
-    headless, inside, delays = [], [], []
+    headless, inside, delays, gui_cpu = [], [], [], []
+    main_tid = threading.get_native_id()
     for i in range(args.rounds):
         order = ("headless", "gui") if i % 2 == 0 else ("gui", "headless")
         for kind in order:
@@ -197,11 +208,14 @@ def main() -> int:
             if kind == "headless":
                 headless.append(headless_round(samples, args, out))
             else:
-                ips, d = gui_round(app, viewer, widget, recorder, args, out)
+                cpu0, wall0 = _thread_cpu(main_tid), time.perf_counter()
+                ips, d = gui_round(viewer, widget, recorder, args, out)
+                gui_cpu.append((_thread_cpu(main_tid) - cpu0) / (time.perf_counter() - wall0))
                 inside.append(ips)
                 delays.extend(d)
             print(f"round {i + 1} {kind}: {(headless if kind == 'headless' else inside)[-1]:.1f} images/s",
                   flush=True)
+    ratios = [h / g for h, g in zip(headless, inside)]
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                    f"torch {torch.__version__} ({torch.get_num_threads()} threads), load average "
@@ -212,8 +226,10 @@ def main() -> int:
         "training_delay": _summary(delays),
         "headless_images_per_s": statistics.median(headless),
         "napari_images_per_s": statistics.median(inside),
-        "slowdown": statistics.median(headless) / statistics.median(inside),
-        "plot_redraws": widget.plot.draws,
+        "slowdown_median_of_round_ratios": statistics.median(ratios),
+        "round_ratios": [round(r, 2) for r in ratios],
+        "gui_thread_cpu_share": statistics.median(gui_cpu),
+        "plot_repaint_ms_max": max(widget.plot.paint_ms, default=0.0),
     }
     print(json.dumps(result, indent=2))
     if args.json:

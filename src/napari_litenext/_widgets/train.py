@@ -137,6 +137,8 @@ class TrainWidget(QWidget):
         self.progress = ProgressBar(value=0, min=0, max=1, label="")
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
+        # room for three lines, so that status updates do not re-lay-out the dock at every step
+        self.status.native.setMinimumHeight(3 * self.status.native.fontMetrics().lineSpacing() + 4)
         self.plot = CurvePlot()
         self.segment_button = PushButton(text="Segment current image with this model", enabled=False)
 
