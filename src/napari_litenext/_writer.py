@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fileutil import atomic_write
 
 __all__ = ["write_labels", "sidecar_path", "SIDECAR_FORMAT", "TIFF_SUFFIXES"]
 
@@ -62,7 +62,13 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
     labels = _as_label_array(data)
     axes = _axes(labels.ndim)
-    digest = _atomic_write(tiff, lambda tmp: _write_tiff(tmp, labels, axes))
+    digests: list[str] = []
+
+    def write_and_hash(tmp: str) -> None:
+        _write_tiff(tmp, labels, axes)
+        digests.append(hashlib.sha256(Path(tmp).read_bytes()).hexdigest())
+
+    atomic_write(tiff, write_and_hash)
 
     layer_meta = meta.get("metadata") or {}
     provenance = layer_meta.get("litenext")
@@ -70,7 +76,7 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         "format": SIDECAR_FORMAT,
         "format_version": SIDECAR_VERSION,
         "labels_file": tiff.name,
-        "labels_sha256": digest,
+        "labels_sha256": digests[0],
         "layer": meta.get("name"),
         "shape": list(labels.shape),
         "dtype": str(labels.dtype),
@@ -86,7 +92,7 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     if provenance is None:
         record["note"] = "this layer carries no napari-litenext segmentation settings (not made by its segment widget)"
     text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
-    _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(sidecar, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return [str(tiff), str(sidecar)]
 
 
@@ -131,29 +137,6 @@ def _write_tiff(tmp: str, labels: np.ndarray, axes: str) -> None:
 
     tifffile.imwrite(tmp, labels, compression="zlib", photometric="minisblack",
                      metadata={"axes": axes}, bigtiff=labels.nbytes > 2**31)
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> str:
-    """``write(tmp)`` in the destination folder, then rename onto ``path``; returns the SHA-256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; saved files get the usual mode
-        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return digest
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _jsonable(value: Any) -> Any:
