@@ -237,8 +237,10 @@ def test_settings_persist_between_widgets(viewer, qtbot):
     widget.validation.val_fraction.value = 0.35
 
     def saved(gui, key):
-        path = gui._dump_path
-        return path.exists() and pickle.loads(pickle.loads(path.read_bytes())[key])
+        try:  # the file may be caught half-written: magicgui writes it from a timer thread
+            return pickle.loads(pickle.loads(gui._dump_path.read_bytes())[key])
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError):
+            return None
 
     qtbot.waitUntil(lambda: saved(widget.recipe, "epochs") == 7 and saved(widget.validation, "val_fraction") == 0.35,
                     timeout=10_000)

@@ -1,0 +1,156 @@
+"""Take the user guide's screenshots from a running napari viewer.
+
+    python scripts/screenshots.py [--model nuclei] [--epochs 12] [--out docs/images]
+
+Opens napari (under ``xvfb-run`` when there is no display), loads the DSB fluorescence sample,
+trains a small model in the Train widget on the sample's ground truth (the live curves), segments
+the sample in the Segment widget with ``--model`` (a bundled name or checkpoint path; default the
+first bundled model, else the model just trained), scores the result in the Evaluate widget, and
+writes:
+
+    segment.png    the viewer: image, labels and the Segment widget
+    train.png      the Train widget after its run
+    evaluate.png   the Evaluate widget's table
+
+PNGs are palette-quantised to stay small. Settings the widgets remember are kept in a temporary
+folder, so the user's own remembered settings are untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ensure_display() -> None:
+    if os.environ.get("DISPLAY") or os.environ.get("LITENEXT_SCREENSHOTS_NO_XVFB"):
+        return
+    if shutil.which("xvfb-run") is None:
+        sys.exit("no display and no xvfb-run: run scripts/setup.sh --gui first")
+    env = dict(os.environ, LITENEXT_SCREENSHOTS_NO_XVFB="1", QT_QPA_PLATFORM="xcb")
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24 -nolisten tcp", sys.executable,
+           str(Path(__file__).resolve()), *sys.argv[1:]]
+    sys.exit(subprocess.call(cmd, env=env))
+
+
+def _wait(app, condition, timeout: float = 900.0) -> None:
+    end = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > end:
+            raise TimeoutError("the widget did not finish in time")
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _settle(app, seconds: float = 0.5) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _save(picture, path: Path, colours: int = 256) -> None:
+    """Write a palette PNG (small) from an RGB(A) array or a QPixmap."""
+    import numpy as np
+    from PIL import Image
+
+    if hasattr(picture, "save"):  # QPixmap: through a temporary PNG
+        with tempfile.TemporaryDirectory() as folder:
+            raw = Path(folder) / "raw.png"
+            picture.save(str(raw))
+            image = Image.open(raw).convert("RGB")
+    else:
+        image = Image.fromarray(np.ascontiguousarray(picture)[..., :3])
+    image = image.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, optimize=True)
+    print(f"{path} ({path.stat().st_size // 1024} KB)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Take the user guide's screenshots.")
+    parser.add_argument("--model", help="bundled model name or checkpoint for the Segment screenshot")
+    parser.add_argument("--epochs", type=int, default=12, help="epochs of the Train widget's demonstration run")
+    parser.add_argument("--out", default=str(REPO / "docs" / "images"))
+    args = parser.parse_args()
+    _ensure_display()
+
+    import magicgui._util
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_litenext.registry import bundled_models
+
+    tmp = Path(tempfile.mkdtemp(prefix="litenext-screens-"))
+    magicgui._util.user_cache_dir = lambda *a, **k: tmp / "settings"
+    out = Path(args.out)
+    viewer = napari.Viewer(show=True, title="napari-litenext")
+    app = QApplication.instance()
+    viewer.window._qt_window.resize(1500, 980)
+    image, truth = viewer.open_sample("napari-litenext", "fluorescence")
+    truth.visible = False
+    _settle(app)
+
+    # Train: the sample's ground truth as the painted labels, validated on the training pair.
+    _, train = viewer.window.add_plugin_dock_widget("napari-litenext", "Train")
+    r = train.recipe
+    r.model_name.value = "sample-demo"
+    r.epochs.value, r.batch_size.value, r.patch_size.value = args.epochs, 8, 96
+    r.learning_rate.value, r.mode.value = 0.003, "tile"
+    r.output_folder.value = tmp / "run"
+    train.validation.validation.value = "train"
+    image_box, labels_box = train.pair_rows()[0]
+    image_box.value, labels_box.value = image, truth
+    train.start()
+    _wait(app, lambda: train.worker is None)
+    if train.result is None:
+        sys.exit(f"training failed: {train.last_error}")
+    _settle(app)
+    _save(train.grab(), out / "train.png")
+
+    # Segment with a bundled model if there is one, else with the model just trained.
+    viewer.window.remove_dock_widget("all")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-litenext", "Segment")
+    source = args.model or next(iter(bundled_models()), None) or str(train.result.checkpoint)
+    segment.select_model(source)
+    segment.image.value = image
+    segment.settings.instances.value = True
+    segment.settings.min_size.value = 10
+    segment.settings.threshold.value = 0.5
+    segment.run()
+    _wait(app, lambda: segment.worker is None)
+    if segment.last_error:
+        sys.exit(f"segmentation failed: {segment.last_error}")
+    viewer.layers.selection.active = viewer.layers[f"{image.name} labels"]
+    viewer.reset_view()
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), out / "segment.png")
+
+    # Evaluate the labels against the sample's ground truth.
+    _, evaluate = viewer.window.add_plugin_dock_widget("napari-litenext", "Evaluate")
+    evaluate.prediction.value = viewer.layers[f"{image.name} labels"]
+    evaluate.ground_truth.value = truth
+    evaluate.settings.source.value = "layers"
+    evaluate.settings.instances.value = True
+    evaluate.run()
+    _wait(app, lambda: evaluate.worker is None)
+    _settle(app)
+    evaluate.resize(max(evaluate.width(), 560), evaluate.height())
+    _settle(app)
+    _save(evaluate.grab(), out / "evaluate.png")
+    print(f"segmented with {source}; Evaluate: {evaluate.status.value}")
+    viewer.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
