@@ -8,6 +8,7 @@ import pytest
 from napari_litenext._widgets._layers import LayerPair, crop_to_painted, default_output_dir, full_resolution, \
     label_planes, output_geometry, training_samples
 from napari_litenext._widgets._state import SessionModels
+from napari_litenext._widgets._train_job import DataSpec, clock, folder_value, gather_samples
 from napari_litenext.data import DataError
 
 
@@ -135,3 +136,30 @@ def test_session_models_register_replace_and_signal(tmp_path):
     assert seen == [1, 2, 2]
     models.clear()
     assert len(models) == 0 and models.latest() is None
+
+
+def test_gather_samples_auto_validation_holds_out_or_warns():
+    pairs = [LayerPair(*_pair(), name=f"p{i}") for i in range(5)]
+    train, val, note = gather_samples(DataSpec(pairs=pairs, validation="auto", fraction=0.2))
+    assert len(train) == 4 and len(val) == 1 and note == ""
+    train, val, note = gather_samples(DataSpec(pairs=pairs[:1], validation="auto"))
+    assert len(train) == 1 and val == [] and "validating on it" in note
+    with pytest.raises(DataError, match="only one image/mask pair"):
+        gather_samples(DataSpec(pairs=pairs[:1], validation="fraction", fraction=0.2))
+    train, val, _ = gather_samples(DataSpec(pairs=pairs[:2], validation="layers", val_pair=pairs[4]))
+    assert [s.name for s in train] == ["p0", "p1"] and [s.name for s in val] == ["p4"]
+
+
+def test_gather_samples_crops_layer_pairs_to_the_painted_area():
+    image = np.zeros((100, 100), np.uint8)
+    labels = np.zeros((100, 100), np.int32)
+    labels[40:44, 40:44] = 1
+    (sample,), _, _ = gather_samples(DataSpec(pairs=[LayerPair(image, labels)], validation="train", crop=32))
+    assert sample.image.shape == (32, 32)
+
+
+def test_folder_value_and_clock():
+    with pytest.raises(DataError, match="choose the images folder"):
+        folder_value(".", "images folder")
+    assert folder_value("~/x", "images folder").is_absolute()
+    assert (clock(None), clock(59.6), clock(61), clock(3725)) == ("-", "1:00", "1:01", "1:02:05")

@@ -83,7 +83,7 @@ def test_trains_a_few_steps_and_the_model_reaches_the_segment_widget(viewer, qtb
     wait_idle(qtbot, widget, timeout=300_000)
     assert errors_since(before) == []
     kinds = [e.kind for e in widget.events]
-    assert kinds[0] == "start" and kinds[-1] == "done" and "step" in kinds and "epoch" in kinds
+    assert kinds[:2] == ["data", "start"] and kinds[-1] == "done" and "step" in kinds and "epoch" in kinds
     infos = [m for s, m in notifications()[before:] if s == "info"]
     assert any("training on cpu" in m for m in infos) and any("training finished" in m for m in infos)
     result = widget.result
@@ -171,6 +171,7 @@ def test_folders_as_the_training_source(viewer, qtbot, tmp_path, rng):
     train, val, _ = widget.collect_samples()
     assert len(train) == 2 and len(val) == 1
     widget.start()
+    assert widget.status.value == "reading the images..."  # in the worker, not the GUI thread
     wait_idle(qtbot, widget, timeout=300_000)
     assert widget.result.checkpoint.is_file()
 
@@ -266,5 +267,5 @@ def test_fine_tuning_from_a_file_inherits_its_normalisation(viewer, qtbot, paint
     wait_idle(qtbot, widget, timeout=300_000)
     from napari_litenext.checkpoint import load_checkpoint
 
-    assert widget.events[0].kind == "config"
+    assert [e.kind for e in widget.events[:2]] == ["data", "config"]
     assert load_checkpoint(widget.result.checkpoint).inference.normalisation == "dtype"  # random.pt's

@@ -247,7 +247,7 @@ class SegmentWidget(QWidget):
         self.status.value = f"{_describe(prediction.labels, settings)} in {seconds:.1f} s ({settings['device']})"
 
     def _on_error(self, exc: BaseException) -> None:
-        from ..predict import Cancelled
+        from ..prediction import Cancelled
 
         if isinstance(exc, Cancelled):
             self.status.value = "cancelled; nothing was added"
@@ -319,7 +319,7 @@ class SegmentWidget(QWidget):
         if self.post_worker is not None:
             self._pending_reapply = True
             return
-        from ..postprocess import postprocess
+        from ..postprocessing import postprocess
 
         s = self.settings
         threshold, instances, min_size = float(s.threshold.value), bool(s.instances.value), int(s.min_size.value)
@@ -352,14 +352,13 @@ class SegmentWidget(QWidget):
 
 def _describe(labels: np.ndarray, settings: dict[str, Any]) -> str:
     if settings.get("instances"):
-        n = len(np.unique(labels)) - (1 if labels.size and labels.min() == 0 else 0)
-        return f"{n} objects"
+        return f"{int(labels.max(initial=0))} objects"  # ids are numbered 1..N
     return f"{100.0 * float(np.count_nonzero(labels)) / max(1, labels.size):.1f}% foreground"
 
 
 def _segment_job(data: Any, source: str, device: str, kwargs: dict[str, Any], should_stop: Any):
     """Thread-worker generator: load the model, then ``predict.segment``; returns the Prediction."""
-    from ..predict import Progress, segment
+    from ..prediction import Progress, segment
 
     yield Progress("model", 0, 1, f"loading model {Path(source).name if '/' in source else source}")
     model = load_model_cached(source, device)

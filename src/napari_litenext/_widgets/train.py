@@ -9,7 +9,6 @@ keeps the best checkpoint. When the run ends its best.pt joins the model pickers
 
 # No "from __future__ import annotations": magicgui reads the settings functions' annotations as types.
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ from superqt import QCollapsible
 from ..data import DataError
 from ._common import DEVICES, FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, model_choices, report_error, \
     resolve_model_choice, stop_flag
-from ._layers import LayerPair, default_output_dir, full_resolution, training_samples
+from ._layers import LayerPair, default_output_dir, full_resolution
+from ._train_job import DataSpec, clock, folder_value, gather_samples, train_job
 from ._state import session_models
 from .plot import CurvePlot
 
@@ -284,43 +284,42 @@ class TrainWidget(QWidget):
                                    f"{image.name!r} / {labels.name!r}"))
         return pairs
 
+    def data_spec(self) -> DataSpec:
+        """What the form asks to train and validate on, as plain values (safe to hand to a thread).
+
+        Layer data are taken here; folders are only named (they are read by ``gather_samples``).
+
+        Raises:
+            DataError: a layer or folder that is not chosen.
+        """
+        d, v = self.source, self.validation
+        folders = d.source.value == "folders"
+        spec = DataSpec(source=d.source.value, validation=v.validation.value,
+                        fraction=float(v.val_fraction.value),
+                        crop=int(self.recipe.patch_size.value) if d.crop_to_painted.value and not folders else None)
+        if folders:
+            spec.images = folder_value(d.images_folder.value, "images folder")
+            spec.masks = folder_value(d.masks_folder.value, "masks folder")
+        else:
+            spec.pairs = self._layer_pairs()
+        if spec.validation == "layers":
+            image, labels = self.val_image.value, self.val_labels.value
+            if image is None or labels is None:
+                raise DataError("choose the validation Image and Labels layers")
+            spec.val_pair = LayerPair(full_resolution(image.data, image.multiscale), labels.data, image.rgb,
+                                      f"validation {image.name!r} / {labels.name!r}")
+        elif spec.validation == "folders":
+            spec.val_images = folder_value(v.val_images_folder.value, "validation images folder")
+            spec.val_masks = folder_value(v.val_masks_folder.value, "validation masks folder")
+        return spec
+
     def collect_samples(self) -> tuple[list[Any], list[Any], str]:
         """Training and validation samples from the form, and a note for the user ("" if none).
 
         Raises:
             DataError: missing layers or folders, mismatched shapes, empty labels, too few pairs.
         """
-        from ..data import samples_from_folders, split_samples
-
-        d, v = self.source, self.validation
-        crop = int(self.recipe.patch_size.value) if d.crop_to_painted.value else None
-        if d.source.value == "folders":
-            train = samples_from_folders(_folder(d.images_folder.value, "images folder"),
-                                         _folder(d.masks_folder.value, "masks folder"))
-        else:
-            train = training_samples(self._layer_pairs(), crop_min_edge=crop)
-        choice, note = v.validation.value, ""
-        if choice == "auto":
-            if len(train) >= 2:
-                choice = "fraction"
-            else:
-                choice = "train"
-                note = ("one training image: validating on it, so the 'best' model is chosen on training data; "
-                        "add a validation pair for an independent choice")
-        if choice == "fraction":
-            train, val = split_samples(train, float(v.val_fraction.value))
-        elif choice == "layers":
-            image, labels = self.val_image.value, self.val_labels.value
-            if image is None or labels is None:
-                raise DataError("choose the validation Image and Labels layers")
-            val = training_samples([LayerPair(full_resolution(image.data, image.multiscale), labels.data,
-                                              image.rgb, f"validation {image.name!r} / {labels.name!r}")])
-        elif choice == "folders":
-            val = samples_from_folders(_folder(v.val_images_folder.value, "validation images folder"),
-                                       _folder(v.val_masks_folder.value, "validation masks folder"))
-        else:
-            val = []
-        return train, val, note
+        return gather_samples(self.data_spec())
 
     def build_config(self, output_dir: Path) -> Any:
         """The ``TrainConfig`` the form describes, writing into ``output_dir``.
@@ -376,15 +375,16 @@ class TrainWidget(QWidget):
             show_info("LiteNeXt: training is already running; stop it first")
             return
         try:
-            train_samples, val_samples, note = self.collect_samples()
+            spec = self.data_spec()
+            # Layers are checked now (fast, and errors come before anything starts); folders are
+            # read in the worker, where reading hundreds of files does not freeze the viewer.
+            data = spec if spec.reads_files else gather_samples(spec)
             out = self.output_dir()
             cfg = self.build_config(out)
         except (DataError, ValueError, FileExistsError) as exc:
             self.last_error = report_error("LiteNeXt Train", exc)
             self.status.value = self.last_error
             return
-        if note:
-            show_warning(f"LiteNeXt Train: {note}")
         self.last_error = None
         self.result = None
         self.events = []
@@ -397,15 +397,15 @@ class TrainWidget(QWidget):
         self.plot.clear()
         self.progress.max, self.progress.value = 1, 0
         self.segment_button.enabled = False
-        self.worker = create_worker(_train_job, train_samples, val_samples, cfg, should_stop, inherit,
-                                    _start_thread=False, _ignore_errors=True)
+        self.worker = create_worker(train_job, data, cfg, should_stop, inherit, _start_thread=False,
+                                    _ignore_errors=True)
         self.worker.yielded.connect(self._on_event)
         self.worker.returned.connect(self._on_result)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
         self.train_button.enabled = False
         self.stop_button.enabled = True
-        self.status.value = f"preparing {len(train_samples)} training and {len(val_samples)} validation images..."
+        self.status.value = "reading the images..." if spec.reads_files else "preparing the images..."
         self.worker.start()
 
     def stop(self, *_: Any) -> None:
@@ -422,6 +422,10 @@ class TrainWidget(QWidget):
         kind = event.kind
         if kind == "config":
             self._config = event.config
+            return
+        if kind == "data":
+            if event.note:
+                show_warning(f"LiteNeXt Train: {event.note}")
             return
         if kind == "start":
             self.progress.max = max(1, event.total_steps)
@@ -456,7 +460,7 @@ class TrainWidget(QWidget):
             return  # keep "stopping..." on screen
         best = "-" if event.best_val_dice is None else f"{event.best_val_dice:.3f}"
         self.status.value = (f"epoch {event.epoch}/{event.epochs}, step {event.global_step}/{event.total_steps}"
-                             f", loss {event.loss:.4f}, best Dice {best}, ETA {_clock(event.eta_s)}")
+                             f", loss {event.loss:.4f}, best Dice {best}, ETA {clock(event.eta_s)}")
 
     def _on_result(self, result: Any) -> None:
         self.result = result
@@ -501,46 +505,3 @@ class TrainWidget(QWidget):
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         self.stop()
         super().closeEvent(event)
-
-
-@dataclasses.dataclass
-class _ConfigEvent:
-    """First event of a job when the config changed in the worker (normalisation from the start model)."""
-
-    config: Any
-    kind: str = "config"
-
-
-def _folder(value: Any, what: str) -> Path:
-    text = str(value or "").strip()
-    if not text or text == ".":
-        raise DataError(f"choose the {what}")
-    return Path(text).expanduser()
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def _train_job(train_samples: list[Any], val_samples: list[Any], cfg: Any, should_stop: Any, inherit: bool):
-    """Thread-worker generator: ``training.train``'s events, then its ``TrainResult`` (+ curves.png)."""
-    from ..training import train
-
-    if inherit:
-        from ..registry import load_model
-
-        inference = load_model(cfg.init, device="cpu").inference
-        cfg = dataclasses.replace(cfg, normalisation=inference.normalisation,
-                                  percentiles=tuple(inference.percentiles), invert=inference.invert)
-        yield _ConfigEvent(cfg)
-    result = yield from train(train_samples, val_samples, cfg, should_stop=should_stop)
-    if result.history and cfg.output_dir:
-        from ..curves import plot_history
-
-        plot_history(result.history, Path(cfg.output_dir) / "curves.png", title=cfg.name)
-    return result
