@@ -90,7 +90,8 @@ def test_trains_a_few_steps_and_the_model_reaches_the_segment_widget(viewer, qtb
     assert not result.stopped and result.checkpoint == tmp_path / "run" / "best.pt"
     for name in ("best.pt", "last.pt", "history.csv", "curves.png"):
         assert (tmp_path / "run" / name).is_file()
-    assert widget.progress.value == widget.progress.max == widget.events[0].total_steps
+    start = next(e for e in widget.events if e.kind == "start")
+    assert widget.progress.value == widget.progress.max == start.total_steps
     assert widget.plot.draws > 1 and widget.plot.history[-1]["epoch"] == 1
     # the model is offered by the Segment widget and segments the current image in one click
     viewer.layers.selection.active = image
