@@ -131,7 +131,7 @@ def main() -> int:
         sys.exit(f"segmentation failed: {segment.last_error}")
     viewer.layers.selection.active = viewer.layers[f"{image.name} labels"]
     viewer.reset_view()
-    _settle(app, 1.0)
+    _settle(app, 7.0)  # let the notifications of the training run fade out
     _save(viewer.screenshot(canvas_only=False, flash=False), out / "segment.png")
 
     # Evaluate the labels against the sample's ground truth.
@@ -143,7 +143,9 @@ def main() -> int:
     evaluate.run()
     _wait(app, lambda: evaluate.worker is None)
     _settle(app)
-    evaluate.resize(max(evaluate.width(), 560), evaluate.height())
+    evaluate.table.resizeColumnsToContents()
+    table_width = sum(evaluate.table.columnWidth(c) for c in range(evaluate.table.columnCount()))
+    evaluate.resize(table_width + 40, 420)
     _settle(app)
     _save(evaluate.grab(), out / "evaluate.png")
     print(f"segmented with {source}; Evaluate: {evaluate.status.value}")

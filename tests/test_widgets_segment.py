@@ -73,6 +73,7 @@ def test_segments_the_sample_keeping_scale_translate_and_name(viewer, qtbot, ran
     before = len(notifications())
     _run(qtbot, widget)
     assert errors_since(before) == []
+    assert widget.status.value.endswith("(cpu)") and " objects in " in widget.status.value
     labels = viewer.layers[f"{image_layer.name} labels"]
     prob = viewer.layers[f"{image_layer.name} probability"]
     assert type(labels).__name__ == "Labels" and type(prob).__name__ == "Image"
@@ -85,10 +86,8 @@ def test_segments_the_sample_keeping_scale_translate_and_name(viewer, qtbot, ran
     meta = labels.metadata["litenext"]
     assert meta["source_layer"] == image_layer.name and meta["model"] == "random" and len(meta["sha256"]) == 64
     assert meta["instances"] is True and meta["threshold"] == pytest.approx(0.5)
-    # the same as the scripting API gives
-    # (submodule imports: the widget imported napari_litenext.predict, which shadows the lazy function)
-    from napari_litenext.predict import predict
-    from napari_litenext.registry import load_model
+    # the same as the scripting API gives, also after the widget imported the modules behind it
+    from napari_litenext import load_model, predict
 
     expected = predict(image_layer.data, load_model(random_checkpoint, device="cpu"), instances=True)
     np.testing.assert_array_equal(labels.data, expected.labels)
@@ -129,7 +128,7 @@ def test_dask_stack_gives_one_labels_stack(viewer, qtbot, random_checkpoint, rng
 def test_threshold_and_min_size_reapply_postprocessing_without_the_network(viewer, qtbot, random_checkpoint,
                                                                           monkeypatch):
     from napari_litenext._widgets import segment as segment_module
-    from napari_litenext.postprocess import postprocess
+    from napari_litenext.postprocessing import postprocess
 
     runs = []
     original = segment_module._segment_job

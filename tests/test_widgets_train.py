@@ -58,7 +58,8 @@ def test_train_widget_opens_from_its_menu_command_with_preset_values(viewer):
         (boundary["w_b"], boundary["w_o"], boundary["w_m"], boundary["kernel_size"])
     r.mwl_preset.value = "authors-code"
     authors = MWL_PRESETS["authors-code"]
-    assert (r.w_background.value, r.w_object.value, r.w_margin.value) == (authors["w_b"], authors["w_o"], authors["w_m"])
+    assert (r.w_background.value, r.w_object.value, r.w_margin.value) == \
+        (authors["w_b"], authors["w_o"], authors["w_m"])
     assert not r.w_margin.native.isHidden()
     r.loss.value = "dice_bce"
     assert r.w_margin.native.isHidden() and r.mwl_preset.native.isHidden()

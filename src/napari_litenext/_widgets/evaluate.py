@@ -131,13 +131,15 @@ class EvaluateWidget(QWidget):
             if pred_dir is None or gt_dir is None:
                 self._fail("choose the predictions folder and the ground-truth folder")
                 return
-            self.worker = create_worker(_folder_job, pred_dir, gt_dir, instances, _start_thread=False, _ignore_errors=True)
+            self.worker = create_worker(_folder_job, pred_dir, gt_dir, instances, _start_thread=False,
+                                        _ignore_errors=True)
         else:
             arrays = self._layer_arrays()
             if arrays is None:
                 return
             preds, gts, names = arrays
-            self.worker = create_worker(_arrays_job, preds, gts, names, instances, _start_thread=False, _ignore_errors=True)
+            self.worker = create_worker(_arrays_job, preds, gts, names, instances, _start_thread=False,
+                                        _ignore_errors=True)
         self.last_error = None
         self.worker.yielded.connect(lambda text: setattr(self.status, "value", text))
         self.worker.returned.connect(self._on_result)

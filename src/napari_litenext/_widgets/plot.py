@@ -155,9 +155,10 @@ class CurvePlot(QWidget):
             p.setPen(QPen(grid, 1))
             p.drawLine(QPointF(px, area.top()), QPointF(px, area.bottom()))
             p.setPen(text)
-            p.drawText(QRectF(px - 30, area.bottom() + 2, 60, metrics.height()), Qt.AlignmentFlag.AlignHCenter,
-                       _label(x))
-        p.drawText(QRectF(0, area.bottom() + 2, left - 4, metrics.height()), Qt.AlignmentFlag.AlignRight, "epoch")
+            if x > 0:  # "epoch" stands where 0 would
+                p.drawText(QRectF(px - 30, area.bottom() + 2, 60, metrics.height()), Qt.AlignmentFlag.AlignHCenter,
+                           _label(x))
+        p.drawText(QRectF(4, area.bottom() + 2, left + 40, metrics.height()), Qt.AlignmentFlag.AlignLeft, "epoch")
         for y in nice_ticks(y_lo, y_hi, 4):
             py = to_px(0, y, y_lo, y_hi).y()
             p.setPen(LOSS_COLOUR)

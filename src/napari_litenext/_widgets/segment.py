@@ -95,6 +95,7 @@ class SegmentWidget(QWidget):
         self._stop = None
         self._progress: Any = None
         self._pending_reapply = False
+        self._job: dict[str, Any] = {}
         self._reapply_timer = QTimer(self)
         self._reapply_timer.setSingleShot(True)
         self._reapply_timer.timeout.connect(self._reapply)
@@ -183,7 +184,8 @@ class SegmentWidget(QWidget):
         self._job = {"layer": layer, "source": source, "started": time.perf_counter(),
                      "probabilities": bool(s.probabilities.value)}
         self._progress = cancelable_progress(total=0, desc="LiteNeXt: loading model", cancel_callback=self.cancel)
-        self.worker = create_worker(_segment_job, data, source, device, kwargs, should_stop, _start_thread=False, _ignore_errors=True)
+        self.worker = create_worker(_segment_job, data, source, device, kwargs, should_stop, _start_thread=False,
+                                    _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_result)
         self.worker.errored.connect(self._on_error)
@@ -217,8 +219,8 @@ class SegmentWidget(QWidget):
 
     def _on_progress(self, step: Any) -> None:
         bar = self._progress
-        if bar is None:
-            return
+        if bar is None or self._job.get("done"):
+            return  # Qt may deliver the last progress after the result
         if step.stage == "model":
             bar.set_description(f"LiteNeXt: {step.message}")
             self.status.value = step.message
@@ -232,6 +234,7 @@ class SegmentWidget(QWidget):
 
     def _on_result(self, prediction: Any) -> None:
         job = self._job
+        job["done"] = True
         layer = job["layer"]
         if layer not in self.viewer.layers:
             self._fail(f"layer {layer.name!r} was removed while it was segmented; nothing added")
@@ -249,6 +252,7 @@ class SegmentWidget(QWidget):
     def _on_error(self, exc: BaseException) -> None:
         from ..prediction import Cancelled
 
+        self._job["done"] = True
         if isinstance(exc, Cancelled):
             self.status.value = "cancelled; nothing was added"
             show_info("LiteNeXt: segmentation cancelled")

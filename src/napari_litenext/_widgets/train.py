@@ -29,7 +29,8 @@ from ._train_job import DataSpec, clock, folder_value, gather_samples, train_job
 from ._state import session_models
 from .plot import CurvePlot
 
-__all__ = ["TrainWidget", "source_settings", "validation_settings", "recipe_settings", "OUTPUT_ROOT", "VALIDATION_CHOICES"]
+__all__ = ["TrainWidget", "source_settings", "validation_settings", "recipe_settings", "OUTPUT_ROOT",
+           "VALIDATION_CHOICES"]
 
 #: Shortest time between updates of the progress bars and status line, and of the plot (ms).
 UI_INTERVAL_MS = 500
@@ -171,6 +172,7 @@ class TrainWidget(QWidget):
         self._config: Any = None
         self._first_image: Image | None = None
         self._latest_step: Any = None
+        self._finished_run = False
         self._ui_timer = QTimer(self)
         self._ui_timer.setSingleShot(True)
         self._ui_timer.setInterval(UI_INTERVAL_MS)
@@ -389,6 +391,7 @@ class TrainWidget(QWidget):
         self.result = None
         self.events = []
         self._latest_step = None
+        self._finished_run = False
         self._config = cfg
         pairs = self.pair_rows()
         self._first_image = pairs[0][0].value if pairs and self.source.source.value == "layers" else None
@@ -418,6 +421,8 @@ class TrainWidget(QWidget):
         self.status.value = "stopping after this step; the best checkpoint is kept..."
 
     def _on_event(self, event: Any) -> None:
+        if self._finished_run:
+            return  # Qt may deliver the last events after the result
         self.events.append(event)
         kind = event.kind
         if kind == "config":
@@ -463,6 +468,8 @@ class TrainWidget(QWidget):
                              f", loss {event.loss:.4f}, best Dice {best}, ETA {clock(event.eta_s)}")
 
     def _on_result(self, result: Any) -> None:
+        self._finished_run = True
+        self._ui_timer.stop()
         self.result = result
         cfg = self._config
         if result.checkpoint is None:
@@ -478,6 +485,7 @@ class TrainWidget(QWidget):
         self.status.value = message
 
     def _on_error(self, exc: BaseException) -> None:
+        self._finished_run = True
         self.last_error = report_error("LiteNeXt Train", exc)
         self.status.value = self.last_error
 
