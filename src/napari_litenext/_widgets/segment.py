@@ -220,17 +220,18 @@ class SegmentWidget(QWidget):
     def _on_progress(self, step: Any) -> None:
         bar = self._progress
         if bar is None or self._job.get("done"):
-            return  # Qt may deliver the last progress after the result
+            return
+        # Status first: napari's progress bar processes pending events while it updates, which
+        # can run _on_result and _on_finished in the middle of this call.
+        self.status.value = step.message
         if step.stage == "model":
             bar.set_description(f"LiteNeXt: {step.message}")
-            self.status.value = step.message
             return
         if bar.total != step.total:
             bar.total = step.total
             bar.n = 0
             bar.set_description(f"LiteNeXt: {step.stage}")
         bar.update(step.done - bar.n)
-        self.status.value = step.message
 
     def _on_result(self, prediction: Any) -> None:
         job = self._job

@@ -435,8 +435,8 @@ class TrainWidget(QWidget):
         if kind == "start":
             self.progress.max = max(1, event.total_steps)
             self.progress.value = event.global_step
-            show_info(f"LiteNeXt: {event.message}")
             self.status.value = event.message
+            show_info(f"LiteNeXt: {event.message}")  # last: showing it may process pending events
         elif kind == "step":
             self._latest_step = event
             if event.steps_per_epoch:
