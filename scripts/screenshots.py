@@ -57,6 +57,16 @@ def _settle(app, seconds: float = 0.5) -> None:
         time.sleep(0.01)
 
 
+def _dismiss_notifications(viewer) -> None:
+    """Close the notification pop-ups still on screen (they would cover the picture)."""
+    try:
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+    except ImportError:  # napari moved it: keep the pop-ups
+        return
+    for popup in viewer.window._qt_window.findChildren(NapariQtNotification):
+        popup.close()
+
+
 def _save(picture, path: Path, colours: int = 256) -> None:
     """Write a palette PNG (small) from an RGB(A) array or a QPixmap."""
     import numpy as np
@@ -131,7 +141,8 @@ def main() -> int:
         sys.exit(f"segmentation failed: {segment.last_error}")
     viewer.layers.selection.active = viewer.layers[f"{image.name} labels"]
     viewer.reset_view()
-    _settle(app, 7.0)  # let the notifications of the training run fade out
+    _dismiss_notifications(viewer)
+    _settle(app, 1.0)
     _save(viewer.screenshot(canvas_only=False, flash=False), out / "segment.png")
 
     # Evaluate the labels against the sample's ground truth.

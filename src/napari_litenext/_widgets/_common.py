@@ -6,10 +6,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from magicgui.widgets import ComboBox
+from magicgui.widgets import ComboBox, Label
 from napari.utils.notifications import show_error
 
-__all__ = ["FILE_CHOICE", "SCRATCH_CHOICE", "DEVICES", "model_choices", "resolve_model_choice", "error_text",
+__all__ = ["status_label", "FILE_CHOICE", "SCRATCH_CHOICE", "DEVICES", "model_choices", "resolve_model_choice", "error_text",
            "report_error", "LayerChoices", "load_model_cached", "clear_model_cache"]
 
 #: Model picker entry that shows a file field.
@@ -18,6 +18,21 @@ FILE_CHOICE = "<file>"
 SCRATCH_CHOICE = "<scratch>"
 #: Device choices; "auto" picks CUDA, then MPS, then the CPU (checked when a run starts).
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def status_label(lines: int = 2) -> Label:
+    """A word-wrapped status line that takes the full width and room for ``lines`` lines.
+
+    The fixed room keeps status updates from re-laying-out the dock at every change.
+    """
+    from qtpy.QtWidgets import QSizePolicy
+
+    label = Label(value="")
+    native = label.native
+    native.setWordWrap(True)
+    native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
+    native.setMinimumHeight(lines * native.fontMetrics().lineSpacing() + 4)
+    return label
 
 
 def model_choices(scratch: bool = False) -> list[tuple[str, str]]:

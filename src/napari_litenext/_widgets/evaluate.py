@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 from magicgui import magicgui
-from magicgui.widgets import Container, Label, PushButton
+from magicgui.widgets import Container, PushButton
 from napari.layers import Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtGui import QFont, QGuiApplication
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from ._common import LayerChoices, report_error
+from ._common import status_label, LayerChoices, report_error
 
 __all__ = ["EvaluateWidget", "evaluate_settings", "COLUMNS"]
 
@@ -60,8 +60,7 @@ class EvaluateWidget(QWidget):
         self.layer_pickers.margins = (0, 0, 0, 0)
         self.run_button = PushButton(text="Evaluate")
         self.copy_button = PushButton(text="Copy table", enabled=False)
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
+        self.status = status_label(2)
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)

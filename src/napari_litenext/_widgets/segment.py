@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from magicgui import magicgui
-from magicgui.widgets import Container, Label, PushButton
+from magicgui.widgets import Container, PushButton
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress
@@ -23,7 +23,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ._common import DEVICES, FILE_CHOICE, LayerChoices, load_model_cached, model_choices, \
+from ._common import status_label, DEVICES, FILE_CHOICE, LayerChoices, load_model_cached, model_choices, \
     report_error, resolve_model_choice, stop_flag
 from ._layers import full_resolution, output_geometry
 from ._state import session_models
@@ -78,8 +78,7 @@ class SegmentWidget(QWidget):
         self.settings = magicgui(segment_settings, persist=True, call_button=False, **_SETTINGS_OPTIONS)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
+        self.status = status_label(2)
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
         picker = Container(widgets=[self.image])
         layout = QVBoxLayout(self)

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ..data import DataError
-from ._common import DEVICES, FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, model_choices, report_error, \
+from ._common import status_label, DEVICES, FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, model_choices, report_error, \
     resolve_model_choice, stop_flag
 from ._layers import LayerPair, default_output_dir, full_resolution
 from ._train_job import DataSpec, clock, folder_value, gather_samples, train_job
@@ -139,10 +139,7 @@ class TrainWidget(QWidget):
         self.train_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="")
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
-        # room for three lines, so that status updates do not re-lay-out the dock at every step
-        self.status.native.setMinimumHeight(3 * self.status.native.fontMetrics().lineSpacing() + 4)
+        self.status = status_label(3)
         self.plot = CurvePlot(min_interval_ms=PLOT_INTERVAL_MS)
         self.segment_button = PushButton(text="Segment current image with this model", enabled=False)
 
