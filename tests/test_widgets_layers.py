@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_litenext._widgets._layers import LayerPair, crop_to_painted, default_output_dir, full_resolution, \
+from napari_litenext._widgets._layers import LayerPair, layer_axes, crop_to_painted, default_output_dir, full_resolution, \
     label_planes, output_geometry, training_samples
 from napari_litenext._widgets._state import SessionModels
 from napari_litenext._widgets._train_job import DataSpec, clock, folder_value, gather_samples
@@ -163,3 +163,11 @@ def test_folder_value_and_clock():
         folder_value(".", "images folder")
     assert folder_value("~/x", "images folder").is_absolute()
     assert (clock(None), clock(59.6), clock(61), clock(3725)) == ("-", "1:00", "1:01", "1:02:05")
+
+
+def test_layer_axes_follow_napari_sliders():
+    assert [layer_axes(n, False) for n in (2, 3, 4)] == ["YX", "ZYX", "TZYX"]
+    assert [layer_axes(n, True) for n in (3, 4, 5)] == ["YXC", "ZYXC", "TZYXC"]
+    for ndim, rgb in ((1, False), (2, True), (5, False)):
+        with pytest.raises(ValueError):
+            layer_axes(ndim, rgb)

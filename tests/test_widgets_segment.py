@@ -125,6 +125,19 @@ def test_dask_stack_gives_one_labels_stack(viewer, qtbot, random_checkpoint, rng
     np.testing.assert_allclose(labels.scale, (2.0, 0.5, 0.5))
 
 
+def test_time_series_of_stacks_gives_labels_of_the_same_shape(viewer, qtbot, random_checkpoint, rng):
+    layer = viewer.add_image(rng.integers(0, 255, (2, 3, 32, 40), dtype=np.uint8), name="tzyx",
+                             scale=(1.0, 2.0, 0.5, 0.5), translate=(0, 0, 5, 5))
+    widget = _segment_widget(viewer)
+    widget.select_model(random_checkpoint)
+    widget.image.value = layer
+    _run(qtbot, widget)
+    labels = viewer.layers["tzyx labels"]
+    assert labels.data.shape == (2, 3, 32, 40) and labels.metadata["litenext"]["axes"] == "TZYX"
+    np.testing.assert_allclose(labels.scale, (1.0, 2.0, 0.5, 0.5))
+    np.testing.assert_allclose(labels.translate, (0, 0, 5, 5))
+
+
 def test_threshold_and_min_size_reapply_postprocessing_without_the_network(viewer, qtbot, random_checkpoint,
                                                                           monkeypatch):
     from napari_litenext._widgets import segment as segment_module
@@ -168,12 +181,13 @@ def test_cancel_adds_nothing(viewer, qtbot, random_checkpoint, rng):
     assert widget.status.value.startswith("cancelled")
 
 
-@pytest.mark.parametrize("case", ["no image", "no model file", "too small", "missing file"])
+@pytest.mark.parametrize("case", ["no image", "no model file", "too small", "missing file", "5D"])
 def test_bad_input_shows_an_error_and_changes_nothing(viewer, qtbot, random_checkpoint, case, tmp_path):
     widget = _segment_widget(viewer)
     if case != "no image":
         size = 8 if case == "too small" else 32
-        viewer.add_image(np.zeros((size, size), np.uint8), name="img")
+        shape = (2, 2, 2, size, size) if case == "5D" else (size, size)
+        viewer.add_image(np.zeros(shape, np.uint8), name="img")
         widget.image.value = viewer.layers["img"]
     if case == "no model file":
         widget.settings.model.value = "<file>"
@@ -189,7 +203,7 @@ def test_bad_input_shows_an_error_and_changes_nothing(viewer, qtbot, random_chec
     errors = errors_since(before)
     assert len(errors) == 1 and errors[0].startswith("LiteNeXt Segment")
     assert {"no image": "no Image layer", "no model file": "choose a model checkpoint",
-            "too small": "at least 16 x 16", "missing file": "is not a file"}[case] in errors[0]
+            "too small": "at least 16 x 16", "missing file": "is not a file", "5D": "5 dimensions"}[case] in errors[0]
     assert [l.name for l in viewer.layers] == names
 
 

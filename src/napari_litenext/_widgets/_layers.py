@@ -3,6 +3,7 @@
 * ``training_samples``: Image + Labels pairs (2D, RGB, or stacks slice by slice) to ``data.Sample``.
 * ``output_geometry``: the scale and translate an output layer needs to sit on its image.
 * ``full_resolution``: the array behind a (possibly multiscale) layer.
+* ``layer_axes``: the axes napari displays, as ``predict`` names them.
 * ``default_output_dir``: a fresh, never-existing folder for a training run.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..data import DataError, Sample, samples_from_arrays
 
-__all__ = ["LayerPair", "training_samples", "output_geometry", "full_resolution", "default_output_dir",
+__all__ = ["layer_axes", "LayerPair", "training_samples", "output_geometry", "full_resolution", "default_output_dir",
            "label_planes", "crop_to_painted"]
 
 
@@ -38,6 +39,25 @@ class LayerPair:
     labels: Any
     rgb: bool = False
     name: str = "pair"
+
+
+def layer_axes(ndim: int, rgb: bool) -> str:
+    """The axes of a napari Image layer's data as ``prediction.segment`` names them.
+
+    napari shows the last two (non-colour) axes as Y, X and everything before them as sliders, so
+    leading axes are stacks: ``YX``, ``ZYX``, ``TZYX`` (``...C`` for RGB layers). Saying so
+    explicitly keeps ``segment`` from guessing channels in, e.g., a 3-slice stack.
+
+    Raises:
+        ValueError: fewer than two or more than four non-colour axes.
+    """
+    spatial = ndim - (1 if rgb else 0)
+    if spatial < 2:
+        raise ValueError(f"the image has {spatial} dimension(s); segmentation needs at least Y and X")
+    if spatial > 4:
+        raise ValueError(f"the image has {spatial} dimensions; the widget segments 2D images and stacks of up to "
+                         "two slider axes (T, Z): remove an axis (e.g. Layers > Split Stack) or use the Python API")
+    return "TZYX"[4 - spatial:] + ("C" if rgb else "")
 
 
 def full_resolution(data: Any, multiscale: bool = False) -> Any:

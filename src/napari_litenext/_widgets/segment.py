@@ -25,7 +25,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._common import status_label, DEVICES, FILE_CHOICE, LayerChoices, load_model_cached, model_choices, \
     report_error, resolve_model_choice, stop_flag
-from ._layers import full_resolution, output_geometry
+from ._layers import full_resolution, layer_axes, output_geometry
 from ._state import session_models
 
 __all__ = ["SegmentWidget", "segment_settings"]
@@ -168,15 +168,14 @@ class SegmentWidget(QWidget):
             self._fail(str(exc))
             return
         data = full_resolution(layer.data, getattr(layer, "multiscale", False))
-        if len(data.shape) - (1 if layer.rgb else 0) < 2:
-            self._fail(f"layer {layer.name!r} has shape {tuple(data.shape)}; segmentation needs an image of at "
-                       "least 2 dimensions")
-            return
         s = self.settings
         kwargs = {"threshold": float(s.threshold.value), "instances": bool(s.instances.value),
                   "min_size": int(s.min_size.value)}
-        if layer.rgb:
-            kwargs["axes"] = "YXC" if len(data.shape) == 3 else "ZYXC"
+        try:
+            kwargs["axes"] = layer_axes(len(data.shape), layer.rgb)
+        except ValueError as exc:
+            self._fail(f"layer {layer.name!r}: {exc}")
+            return
         device = str(s.device.value)
         self._stop, should_stop = stop_flag()
         self.last_error = None
