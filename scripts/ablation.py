@@ -26,7 +26,7 @@ VARIANTS = {
 }
 # Budget-sized settings shared by every variant of a dataset (CPU: 2 cores).
 SETTINGS = {
-    "ph2": dict(mode="resize", patch_size=256, normalisation="dtype", batch_size=8, lr=1e-3, lr_step=0),
+    "ph2": dict(mode="resize", patch_size=128, normalisation="dtype", batch_size=8, lr=1e-3, lr_step=0),
     "dsb2018": dict(mode="resize", patch_size=128, normalisation="percentile", batch_size=8, lr=1e-3, lr_step=0),
 }
 

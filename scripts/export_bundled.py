@@ -119,9 +119,17 @@ def _card_markdown(card, inference, sha: str, results: dict) -> str:
     for key, label in labels.items():
         if key in results:
             lines.append(row(label, results[key]))
-    lines += ["", "## Known limits", "", card.limits, "", f"Trained by {card.trained_by}. "
+    lines += ["", f"Validation Dice (model selection, {inference.mode} mode): {card.metrics.get('val_dice')}.",
+              "", "## Known limits", "", card.limits, "", f"Trained by {card.trained_by}. "
               f"Checkpoint SHA-256: `{sha}`.", ""]
     return "\n".join(lines)
+
+
+def _training_hours(run: Path) -> float:
+    import csv
+
+    with open(run / "history.csv", newline="") as f:
+        return sum(float(row["seconds"]) for row in csv.DictReader(f)) / 3600
 
 
 def main() -> int:
@@ -145,7 +153,10 @@ def main() -> int:
     if "instances" in results:
         metrics.update(test_f1_50=results["instances"]["f1_50"], test_aji=results["instances"]["aji"])
     metrics = {k: round(float(v), 4) for k, v in {**ckpt.card.metrics, **metrics}.items()}
-    card = ModelCard(name=args.name, recipe=ckpt.card.recipe, metrics=metrics, trained_by=ckpt.card.trained_by,
+    hours = _training_hours(Path(args.run))
+    recipe = (f"{ckpt.card.recipe}. Trained on 2 CPU cores (no GPU) in {hours:.1f} h, shared with other work; "
+              "the specification's recipe (300 epochs, batch 32, lr 1e-4) needs a GPU")
+    card = ModelCard(name=args.name, recipe=recipe, metrics=metrics, trained_by=ckpt.card.trained_by,
                      **CARDS[args.name])
     MODELS.mkdir(parents=True, exist_ok=True)
     sha = save_checkpoint(MODELS / f"{args.name}.pt", model, ckpt.inference, card)

@@ -289,7 +289,7 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
     done_steps = 0
     note = "" if val_set else " (no validation pairs: validating on the training pairs)"
     yield TrainEvent("start", start_epoch, cfg.epochs, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                     device=str(device), global_step=start_epoch * steps_per_epoch,
+                     device=str(device), global_step=start_epoch * steps_per_epoch, best_val_dice=best,
                      message=f"training on {device} ({len(train_set)} training, "
                              f"{len(val_set) if val_set else 0} validation images){note}")
     stopped = False
