@@ -214,3 +214,15 @@ def test_session_models_appear_in_the_model_picker(viewer, random_checkpoint):
     session_models.add("fresh", random_checkpoint, 0.5)
     values = widget.settings.model.choices
     assert str(random_checkpoint.resolve()) in values and "<file>" in values
+
+
+def test_closing_the_dock_cancels_segmentation(viewer, qtbot, random_checkpoint, rng):
+    layer = viewer.add_image(rng.integers(0, 255, (1024, 1024), dtype=np.uint8), name="big")
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget.select_model(random_checkpoint)
+    widget.image.value = layer
+    widget.run()
+    worker = widget.worker
+    viewer.window.remove_dock_widget(dock)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
+    assert [l.name for l in viewer.layers] == ["big"]

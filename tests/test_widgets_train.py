@@ -271,3 +271,17 @@ def test_fine_tuning_from_a_file_inherits_its_normalisation(viewer, qtbot, paint
 
     assert [e.kind for e in widget.events[:2]] == ["data", "config"]
     assert load_checkpoint(widget.result.checkpoint).inference.normalisation == "dtype"  # random.pt's
+
+
+def test_closing_the_dock_stops_training(viewer, qtbot, painted, tmp_path):
+    image, labels = painted
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    for name, value in dict(epochs=500, patch_size=32, batch_size=2, output_folder=tmp_path / "run").items():
+        getattr(widget.recipe, name).value = value
+    _choose(widget, image, labels)
+    widget.start()
+    worker = widget.worker
+    qtbot.waitUntil(lambda: any(e.kind == "step" for e in widget.events), timeout=60_000)
+    viewer.window.remove_dock_widget(dock)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
+    assert (tmp_path / "run" / "best.pt").is_file()  # stopped the normal way: validated and saved

@@ -20,7 +20,7 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._common import status_label, DEVICES, FILE_CHOICE, LayerChoices, load_model_cached, model_choices, \
@@ -88,6 +88,11 @@ class SegmentWidget(QWidget):
         layout.addStretch(1)
 
         self.worker: Any = None
+        # If napari deletes the dock while a run is going, stop it (methods of a deleted widget
+        # can no longer be called, so the closure holds the run's stop event, not the widget).
+        stop_on_delete: dict[str, Any] = {"event": None}
+        self._stop_on_delete = stop_on_delete
+        self.destroyed.connect(lambda *_: stop_on_delete["event"] is not None and stop_on_delete["event"].set())
         self.post_worker: Any = None
         self.last: _Result | None = None
         self.last_error: str | None = None
@@ -178,6 +183,7 @@ class SegmentWidget(QWidget):
             return
         device = str(s.device.value)
         self._stop, should_stop = stop_flag()
+        self._stop_on_delete["event"] = self._stop
         self.last_error = None
         self._job = {"layer": layer, "source": source, "started": time.perf_counter(),
                      "probabilities": bool(s.probabilities.value)}
@@ -351,6 +357,12 @@ class SegmentWidget(QWidget):
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         self.cancel()
         super().closeEvent(event)
+
+    def event(self, event: Any) -> bool:
+        # napari closes a dock by taking the widget out of it (parent None) without deleting it
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.cancel()
+        return super().event(event)
 
 
 def _describe(labels: np.ndarray, settings: dict[str, Any]) -> str:

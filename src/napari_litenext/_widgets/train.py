@@ -17,7 +17,7 @@ from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
@@ -162,6 +162,11 @@ class TrainWidget(QWidget):
         self.recipe_box = recipe_box
 
         self.worker: Any = None
+        # If napari deletes the dock while a run is going, stop it (methods of a deleted widget
+        # can no longer be called, so the closure holds the run's stop event, not the widget).
+        stop_on_delete: dict[str, Any] = {"event": None}
+        self._stop_on_delete = stop_on_delete
+        self.destroyed.connect(lambda *_: stop_on_delete["event"] is not None and stop_on_delete["event"].set())
         self.result: Any = None
         self.last_error: str | None = None
         self.events: list[Any] = []
@@ -393,6 +398,7 @@ class TrainWidget(QWidget):
         pairs = self.pair_rows()
         self._first_image = pairs[0][0].value if pairs and self.source.source.value == "layers" else None
         self._stop, should_stop = stop_flag()
+        self._stop_on_delete["event"] = self._stop
         inherit = self.recipe.normalisation.value == "auto" and cfg.init is not None
         self.plot.clear()
         self.progress.max, self.progress.value = 1, 0
@@ -510,3 +516,9 @@ class TrainWidget(QWidget):
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         self.stop()
         super().closeEvent(event)
+
+    def event(self, event: Any) -> bool:
+        # napari closes a dock by taking the widget out of it (parent None) without deleting it
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.stop()
+        return super().event(event)
