@@ -5,7 +5,7 @@
 Opens napari (under ``xvfb-run`` when there is no display), loads the DSB fluorescence sample,
 trains a small model in the Train widget on the sample's ground truth (the live curves), segments
 the sample in the Segment widget with ``--model`` (a bundled name or checkpoint path; default the
-first bundled model, else the model just trained), scores the result in the Evaluate widget, and
+bundled ``nuclei`` model, else the model just trained), scores the result in the Evaluate widget, and
 writes:
 
     segment.png    the viewer: image, labels and the Segment widget
@@ -129,7 +129,7 @@ def main() -> int:
     # Segment with a bundled model if there is one, else with the model just trained.
     viewer.window.remove_dock_widget("all")
     _, segment = viewer.window.add_plugin_dock_widget("napari-litenext", "Segment")
-    source = args.model or next(iter(bundled_models()), None) or str(train.result.checkpoint)
+    source = args.model or ("nuclei" if "nuclei" in bundled_models() else str(train.result.checkpoint))
     segment.select_model(source)
     segment.image.value = image
     segment.settings.instances.value = True

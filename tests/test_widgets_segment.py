@@ -226,3 +226,24 @@ def test_closing_the_dock_cancels_segmentation(viewer, qtbot, random_checkpoint,
     viewer.window.remove_dock_widget(dock)
     qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
     assert [l.name for l in viewer.layers] == ["big"]
+
+
+def test_bundled_models_are_listed_and_chosen_by_default(make_napari_viewer, qtbot, random_checkpoint, tmp_path,
+                                                         monkeypatch):
+    import shutil
+
+    from napari_litenext import registry
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(random_checkpoint, models / "nuclei.pt")
+    monkeypatch.setattr(registry, "MODELS_DIR", models)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((32, 32), np.uint8), name="img")
+    widget = _segment_widget(viewer)
+    assert widget.settings.model.value == "nuclei"
+    combo = widget.settings.model.native
+    assert "nuclei (bundled)" in [combo.itemText(i) for i in range(combo.count())]
+    widget.image.value = layer
+    _run(qtbot, widget)
+    assert widget.last_error is None and viewer.layers["img labels"].metadata["litenext"]["model"] == "random"
