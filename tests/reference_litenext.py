@@ -52,3 +52,19 @@ def reference_forward(model, x):
     up = _clg(cat, model.up)
     up = F.interpolate(up, scale_factor=2.0, mode="bilinear", align_corners=False)
     return model.head(up)
+
+
+def random_model(config=None, seed: int = 0, dtype=torch.float32):
+    """A LiteNeXt with random weights and LayerNorm affine parameters away from (1, 0), so they matter."""
+    from napari_litenext.model import LayerNorm2d, LiteNeXt
+
+    torch.manual_seed(seed)
+    model = LiteNeXt(config)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, LayerNorm2d):
+                module.weight.copy_(1 + 0.5 * torch.randn_like(module.weight))
+                module.bias.copy_(0.3 * torch.randn_like(module.bias))
+        # The default init leaves the head's logits tiny; scale them to an informative range.
+        model.head.weight.mul_(4.0)
+    return model.to(dtype).eval()

@@ -12,7 +12,8 @@ import torch
 from napari_litenext.checkpoint import (CheckpointError, atomic_write, convert_authors_state_dict,
                                         load_checkpoint, save_checkpoint)
 from napari_litenext.config import InferenceConfig, ModelCard, ModelConfig
-from napari_litenext.model import LayerNorm2d, LiteNeXt
+from napari_litenext.model import LiteNeXt
+from reference_litenext import random_model
 
 # Our module prefix -> the authors' (specification, section 7), written independently of
 # checkpoint.py's parser so that the two check each other. Longest prefix wins.
@@ -49,18 +50,6 @@ def to_authors_layout(state: dict[str, torch.Tensor], prefix: str = "") -> dict[
         ours = max((p for p in _OURS_TO_AUTHORS if key.startswith(p)), key=len)
         out[prefix + _OURS_TO_AUTHORS[ours] + key[len(ours):]] = value.detach().clone().contiguous()
     return out
-
-
-def random_model(seed: int = 0, config: ModelConfig | None = None) -> LiteNeXt:
-    torch.manual_seed(seed)
-    model = LiteNeXt(config)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, LayerNorm2d):
-                module.weight.copy_(1 + 0.5 * torch.randn_like(module.weight))
-                module.bias.copy_(0.3 * torch.randn_like(module.bias))
-        model.head.weight.mul_(4.0)
-    return model.eval()
 
 
 def logits(model: LiteNeXt, x: torch.Tensor) -> torch.Tensor:
@@ -136,7 +125,7 @@ def test_fabricated_authors_checkpoint_imports(tmp_path, prefix):
 
 
 def authors_state(seed: int = 2) -> dict[str, torch.Tensor]:
-    return to_authors_layout(random_model(seed).state_dict())
+    return to_authors_layout(random_model(seed=seed).state_dict())
 
 
 def test_missing_key_is_named(tmp_path):

@@ -8,24 +8,10 @@ import torch.nn.functional as F
 
 from napari_litenext import model as model_module
 from napari_litenext.config import ModelConfig
-from napari_litenext.model import MIN_SIZE, LayerNorm2d, LiteNeXt
-from reference_litenext import reference_forward
+from napari_litenext.model import MIN_SIZE, LiteNeXt
+from reference_litenext import random_model, reference_forward
 
 ATOL = 1e-5
-
-
-def random_model(config: ModelConfig | None = None, seed: int = 0, dtype=torch.float32) -> LiteNeXt:
-    """A LiteNeXt with random weights and LayerNorm affine parameters away from (1, 0), so they matter."""
-    torch.manual_seed(seed)
-    model = LiteNeXt(config)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, LayerNorm2d):
-                module.weight.copy_(1 + 0.5 * torch.randn_like(module.weight))
-                module.bias.copy_(0.3 * torch.randn_like(module.bias))
-        # The default init leaves the head's logits tiny; scale them to an informative range.
-        model.head.weight.mul_(4.0)
-    return model.to(dtype).eval()
 
 
 @pytest.fixture(scope="module")

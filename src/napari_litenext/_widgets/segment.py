@@ -283,28 +283,25 @@ class SegmentWidget(QWidget):
 
     def _put_labels(self, image_name: str, labels: np.ndarray, settings: dict[str, Any], scale: list[float],
                     translate: list[float]) -> Labels:
-        name = f"{image_name} labels"
-        existing = self._find_output(name, Labels)
-        if existing is not None and existing.ndim == labels.ndim:
-            existing.data = labels
-            existing.scale, existing.translate = scale, translate
-            existing.metadata["litenext"] = settings
-            return existing
-        return self.viewer.add_labels(labels, name=name, scale=scale, translate=translate,
-                                      metadata={"litenext": settings})
+        return self._put_layer(Labels, f"{image_name} labels", labels, settings, scale, translate,
+                               self.viewer.add_labels)
 
     def _put_probabilities(self, image_name: str, probabilities: np.ndarray, settings: dict[str, Any],
                            scale: list[float], translate: list[float]) -> Image:
-        name = f"{image_name} probability"
-        existing = self._find_output(name, Image)
-        if existing is not None and existing.ndim == probabilities.ndim:
-            existing.data = probabilities
+        return self._put_layer(Image, f"{image_name} probability", probabilities, settings, scale, translate,
+                               self.viewer.add_image, colormap="magma", contrast_limits=(0.0, 1.0),
+                               blending="additive", visible=True)
+
+    def _put_layer(self, kind: type, name: str, data: np.ndarray, settings: dict[str, Any], scale: list[float],
+                   translate: list[float], add: Any, **style: Any) -> Any:
+        """Update our earlier output layer of that name in place, or add a new one."""
+        existing = self._find_output(name, kind)
+        if existing is not None and existing.ndim == data.ndim:
+            existing.data = data
             existing.scale, existing.translate = scale, translate
             existing.metadata["litenext"] = settings
             return existing
-        return self.viewer.add_image(probabilities, name=name, scale=scale, translate=translate,
-                                     colormap="magma", contrast_limits=(0.0, 1.0), blending="additive",
-                                     visible=True, metadata={"litenext": settings})
+        return add(data, name=name, scale=scale, translate=translate, metadata={"litenext": settings}, **style)
 
     # ------------------------------------------------------------------ re-applying post-processing
 
