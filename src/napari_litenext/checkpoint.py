@@ -130,10 +130,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"model file not found: {path}; give a bundled model name or an existing .pt file")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
-            f"{_first_line(exc)}; re-download or re-export it") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError):
+        # torch's own messages here describe its zip reader's internals, not the user's problem.
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt, or "
+                              "another kind of file); re-download or re-export it") from None
     except Exception as exc:  # pickle.UnpicklingError from weights_only, among others
         raise CheckpointError(
             f"{path} holds objects other than tensors and plain containers, which are not loaded "
