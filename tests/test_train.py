@@ -128,3 +128,26 @@ def test_step_decay_of_learning_rate():
 def test_config_validation(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         _cfg(None, **kwargs)
+
+
+def test_out_of_memory_says_how_to_reduce(monkeypatch, tmp_path):
+    import napari_litenext.training as training
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(training, "_step", oom)
+    with pytest.raises(RuntimeError, match="halve the batch size"):
+        _run(_discs(2), None, _cfg(tmp_path, epochs=1))
+    assert not (tmp_path / "best.pt").exists()
+
+
+def test_nan_images_are_refused_before_training(tmp_path):
+    from napari_litenext.preprocess import InputError
+
+    samples = _discs(2)
+    samples[1].image = samples[1].image.astype(np.float32)
+    samples[1].image[3, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        _run(samples, None, _cfg(tmp_path, epochs=1))
+    assert not any(tmp_path.iterdir())

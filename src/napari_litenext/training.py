@@ -33,12 +33,16 @@ from .device import resolve_device
 from .model import LiteNeXt
 from .srp import SRP
 
-__all__ = ["TrainConfig", "TrainEvent", "TrainResult", "train", "validate", "HISTORY_FIELDS"]
+__all__ = ["TrainConfig", "TrainEvent", "TrainResult", "TrainingError", "train", "validate", "HISTORY_FIELDS"]
 
 # Validation images up to this many pixels go through the network whole.
 _WHOLE_IMAGE_PIXELS = 2048 * 2048
 
 HISTORY_FIELDS = ("epoch", "step", "lr", "loss", "loss_seg", "loss_rep", "val_dice", "seconds")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (out of memory, diverging loss); the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -247,7 +251,8 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
         DataError: unusable data (empty masks everywhere, patches larger than images, ...) or an
             output folder that already holds a model.
         CheckpointError: ``init`` or ``resume`` names an unusable checkpoint.
-        RuntimeError: out of memory on the device, with advice on the batch size.
+        TrainingError: out of memory on the device (with advice on the batch size), or the loss
+            diverged.
     """
     cfg = config or TrainConfig()
     out = _check_output(cfg)
@@ -305,7 +310,7 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
             try:
                 losses = _step(model, srp, loss_fn, optimiser, images, masks, cfg, device, gen, amp)
             except torch.OutOfMemoryError:
-                raise RuntimeError(f"out of memory on {device} at batch size {cfg.batch_size} and patch "
+                raise TrainingError(f"out of memory on {device} at batch size {cfg.batch_size} and patch "
                                    f"{cfg.patch_size}: halve the batch size (or the patch size), or train "
                                    "on the CPU") from None
             sums += losses
@@ -394,7 +399,7 @@ def _step(model: LiteNeXt, srp: SRP | None, loss_fn, optimiser, images: np.ndarr
         rep = srp.loss(feats[-1], x) if srp is not None else torch.zeros((), device=device)
         total = seg + cfg.srp_lambda * rep
     if not torch.isfinite(total):
-        raise RuntimeError("the loss became NaN or infinite; lower the learning rate or check the images "
+        raise TrainingError("the loss became NaN or infinite; lower the learning rate or check the images "
                            "for extreme values")
     total.backward()
     optimiser.step()

@@ -61,7 +61,10 @@ def _is_user_error(exc: Exception) -> bool:
     from ..checkpoint import CheckpointError
     from ..preprocess import InputError
 
-    user_errors: tuple[type[BaseException], ...] = (CliError, InputError, CheckpointError, FileNotFoundError)
+    from ..training import TrainingError
+
+    user_errors: tuple[type[BaseException], ...] = (CliError, InputError, CheckpointError, FileNotFoundError,
+                                                    TrainingError)
     try:
         from ..io import ImageReadError
         user_errors += (ImageReadError,)
