@@ -11,6 +11,7 @@ Test images are used here only, after training, never to choose a checkpoint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -105,7 +106,7 @@ def _card_markdown(card, inference, sha: str, results: dict) -> str:
              f"(overlap {inference.tile_overlap}), normalisation `{inference.normalisation}`"
              + (f" (percentiles {inference.percentiles[0]}-{inference.percentiles[1]})"
                 if inference.normalisation == "percentile" else "")
-             + f", threshold {inference.threshold}.", "", "## Test metrics (per image, threshold 0.5)", "",
+             + f", threshold {inference.threshold}, minimum object size {inference.min_size} px.", "", "## Test metrics (per image, threshold 0.5)", "",
              "| protocol | Dice | IoU | precision | recall | F1@0.5 | AJI |", "|---|---|---|---|---|---|---|"]
 
     def row(label, m):
@@ -137,12 +138,17 @@ def main() -> int:
     parser.add_argument("name", choices=sorted(CARDS))
     parser.add_argument("--run", required=True, help="training output folder holding best.pt")
     parser.add_argument("--no-write", action="store_true", help="only evaluate")
+    parser.add_argument("--note", default="", help="sentence appended to the recipe (e.g. how a run was resumed)")
+    parser.add_argument("--min-size", type=int, help="post-processing minimum object size to store (choose it on "
+                                                     "the validation split, never on test)")
     args = parser.parse_args()
 
     from napari_litenext.checkpoint import load_checkpoint, save_checkpoint
     from napari_litenext.config import ModelCard
 
     ckpt = load_checkpoint(Path(args.run) / "best.pt")
+    if args.min_size is not None:
+        ckpt.inference = dataclasses.replace(ckpt.inference, min_size=args.min_size)
     model = ckpt.build_model()
     results = evaluate_run(args.name, model)
     print(json.dumps(results, indent=1))
@@ -154,8 +160,9 @@ def main() -> int:
         metrics.update(test_f1_50=results["instances"]["f1_50"], test_aji=results["instances"]["aji"])
     metrics = {k: round(float(v), 4) for k, v in {**ckpt.card.metrics, **metrics}.items()}
     hours = _training_hours(Path(args.run))
-    recipe = (f"{ckpt.card.recipe}. Trained on 2 CPU cores (no GPU) in {hours:.1f} h, shared with other work; "
-              "the specification's recipe (300 epochs, batch 32, lr 1e-4) needs a GPU")
+    recipe = (f"{ckpt.card.recipe}. {args.note + ' ' if args.note else ''}Trained on 2 CPU cores (no GPU) in "
+              f"{hours:.1f} h, shared with other work; the specification's recipe (300 epochs, batch 32, lr 1e-4) "
+              "needs a GPU.")
     card = ModelCard(name=args.name, recipe=recipe, metrics=metrics, trained_by=ckpt.card.trained_by,
                      **CARDS[args.name])
     MODELS.mkdir(parents=True, exist_ok=True)

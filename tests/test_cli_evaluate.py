@@ -48,7 +48,7 @@ def test_cli_evaluate_prints_table_and_writes_json(folders, tmp_path, capsys):
     assert stdout.splitlines()[0] == "1 image scored (native protocol)"
     assert any(line.split() == ["dice", "0.6667"] for line in stdout.splitlines()) and "aji" in stdout
     assert f"scores written to {out}" in stdout
-    assert calls == [dict(instances=True, threshold=0.4, device="cpu", channel=None, should_stop=None)]
+    assert calls == [dict(instances=True, threshold=0.4, device="cpu", channel=None, should_stop=None, min_size=None)]
     data = json.loads(out.read_text())
     assert data["n_images"] == 1 and data["dice"] == pytest.approx(2 / 3)
     assert data["model_sha256"] == "abc" and data["per_image"][0]["name"] == "cell"

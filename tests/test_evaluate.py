@@ -41,7 +41,7 @@ def fake_predict(monkeypatch):
     """
     seen = []
 
-    def predict_labels(image, model, *, instances, threshold, device, channel, should_stop):
+    def predict_labels(image, model, *, instances, threshold, device, channel, should_stop, min_size=None):
         seen.append(image)
         plane = image if image.ndim == 2 else image[..., 0]
         mask = plane > (threshold or 0.5) * 255
@@ -324,3 +324,24 @@ def test_evaluate_with_real_model_matches_predict(tmp_path, protocol):
     assert result.means == pytest.approx(expected.means)
     assert [r["name"] for r in result.rows] == ["a", "b"]
     assert result.settings["threshold"] == 0.6
+
+
+def test_paper_protocol_scores_without_minimum_size(monkeypatch, tmp_path):
+    # the paper scores the thresholded output: evaluate must ask predict for min_size 0 there,
+    # and leave the model's own setting (None) for the native protocol
+    from napari_litenext.io import write_png
+
+    (tmp_path / "i").mkdir()
+    (tmp_path / "m").mkdir()
+    write_png(tmp_path / "i" / "a.png", np.zeros((32, 32), np.uint8))
+    write_png(tmp_path / "m" / "a.png", np.full((32, 32), 255, np.uint8))
+    seen = []
+
+    def fake(image, model, **kw):
+        seen.append(kw["min_size"])
+        return np.ones(image.shape[:2], np.uint8)
+
+    monkeypatch.setattr(ev, "_predict_labels", fake)
+    for protocol in ("paper", "native"):
+        evaluate(object(), tmp_path / "i", tmp_path / "m", protocol=protocol)
+    assert seen == [0, None]

@@ -17,7 +17,8 @@ Protocols:
 * ``"paper"``: the image is resized to 256 x 256 (bilinear with antialiasing, as training resizes,
   keeping the pixel type so that normalisation is unchanged), predicted there, and compared with
   the mask resized to 256 x 256 by nearest neighbour; images whose resized mask is empty are
-  skipped, as in the paper.
+  skipped, as in the paper, and no minimum object size is applied (the paper scores the
+  thresholded network output).
 """
 
 from __future__ import annotations
@@ -285,12 +286,13 @@ def _load_model(source: str | os.PathLike, device: Any) -> Any:
 
 
 def _predict_labels(image: np.ndarray, model: Any, *, instances: bool, threshold: float | None,
-                    device: Any, channel: int | None, should_stop: Callable[[], bool] | None) -> np.ndarray:
+                    device: Any, channel: int | None, should_stop: Callable[[], bool] | None,
+                    min_size: int | None = None) -> np.ndarray:
     """Labels for one image exactly as ``predict`` makes them (a seam for tests)."""
     from .prediction import predict
 
     return predict(image, model, instances=instances, threshold=threshold, device=device, channel=channel,
-                   should_stop=should_stop).labels
+                   should_stop=should_stop, min_size=min_size).labels
 
 
 def _progress(stage: str, done: int, total: int, message: str = "") -> Progress:
@@ -373,8 +375,10 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
                 skipped.append(name)
                 continue
             image = _resize_image(image, PAPER_SIZE)
+        # The paper scores the thresholded network output: no minimum object size there.
         pred = _predict_labels(image, model, instances=instances, threshold=threshold, device=device,
-                               channel=channel, should_stop=should_stop)
+                               channel=channel, should_stop=should_stop,
+                               min_size=0 if protocol == "paper" else None)
         if pred.shape != gt.shape:
             raise EvaluationError(f"{name}: prediction is {pred.shape} but the mask is {gt.shape}; "
                                   "evaluate 2D images only (give channel= for multichannel images)")
