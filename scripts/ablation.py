@@ -28,7 +28,11 @@ VARIANTS = {
 SETTINGS = {
     "ph2": dict(mode="resize", patch_size=128, normalisation="dtype", batch_size=8, lr=1e-3, lr_step=0),
     "dsb2018": dict(mode="resize", patch_size=128, normalisation="percentile", batch_size=8, lr=1e-3, lr_step=0),
+    # The bundled nuclei model's setting: native-resolution patches (here 128 px).
+    "dsb2018-tile": dict(mode="tile", patch_size=128, normalisation="percentile", batch_size=8, lr=1e-3,
+                         lr_step=0, max_patches_per_image=4),
 }
+DATA = {"ph2": "ph2", "dsb2018": "dsb2018", "dsb2018-tile": "dsb2018"}
 
 
 def run(args) -> int:
@@ -40,8 +44,9 @@ def run(args) -> int:
     from napari_litenext.training import TrainConfig, train
 
     torch.set_num_threads(args.threads)
-    split = json.loads((SHARED / "data" / args.dataset / "split.json").read_text())
-    load = dsb_samples if args.dataset == "dsb2018" else ph2_samples
+    data = DATA[args.dataset]
+    split = json.loads((SHARED / "data" / data / "split.json").read_text())
+    load = dsb_samples if data == "dsb2018" else ph2_samples
     tr, va = load(split["train"]), load(split["val"])
     out = Path(args.out)
     run_dir = out / f"{args.dataset}-{args.variant}-s{args.seed}"
@@ -61,10 +66,12 @@ def run(args) -> int:
                   flush=True)
     minutes = (time.time() - t0) / 60
     model = result.load_model()
-    test = evaluate_run("nuclei" if args.dataset == "dsb2018" else "skin-lesion", model, paper_only=True)
+    test = evaluate_run("nuclei" if data == "dsb2018" else "skin-lesion", model, paper_only=args.dataset != "dsb2018-tile")
     record = {"dataset": args.dataset, "variant": args.variant, "seed": args.seed, "epochs": args.epochs,
               "best_epoch": result.best_epoch, "val_dice": result.best_val_dice,
               "test_dice_paper": test["paper_protocol"]["dice"], "minutes": round(minutes, 1),
+              "test_dice_native": test["native"]["dice"] if "native" in test else None,
+              "test_f1_50": test["instances"]["f1_50"] if "instances" in test else None,
               "settings": {**SETTINGS[args.dataset], **VARIANTS[args.variant]}}
     (out / f"{args.dataset}-{args.variant}-s{args.seed}.json").write_text(json.dumps(record, indent=1))
     print(json.dumps(record))
@@ -74,11 +81,16 @@ def run(args) -> int:
 def table(args) -> int:
     rows = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*.json"))]
     names = {"dice_bce": "Dice + BCE", "mwl": "+ MWL (boundary)", "srp": "+ SRP", "both": "+ MWL + SRP"}
-    print("| dataset | variant | seed | epochs | best epoch | val Dice | test Dice (paper protocol) | minutes |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| dataset, setting | variant | seed | epochs | best epoch | val Dice | test Dice (paper protocol) | "
+          "test Dice (native) | test F1@0.5 | minutes |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for r in sorted(rows, key=lambda r: (r["dataset"], list(VARIANTS).index(r["variant"]), r["seed"])):
-        print(f"| {r['dataset']} | {names[r['variant']]} | {r['seed']} | {r['epochs']} | {r['best_epoch']} | "
-              f"{r['val_dice']:.4f} | {r['test_dice_paper']:.4f} | {r['minutes']} |")
+        setting = SETTINGS[r["dataset"]]
+        label = f"{DATA[r['dataset']]}, {setting['mode']} {setting['patch_size']} px"
+        print(f"| {label} | {names[r['variant']]} | {r['seed']} | {r['epochs']} | {r['best_epoch']} | "
+              f"{r['val_dice']:.4f} | {fmt(r['test_dice_paper'])} | {fmt(r.get('test_dice_native'))} | "
+              f"{fmt(r.get('test_f1_50'))} | {r['minutes']} |")
     return 0
 
 
