@@ -66,7 +66,8 @@ def run(args) -> int:
                   flush=True)
     minutes = (time.time() - t0) / 60
     model = result.load_model()
-    test = evaluate_run("nuclei" if data == "dsb2018" else "skin-lesion", model, paper_only=args.dataset != "dsb2018-tile")
+    kind = "nuclei" if data == "dsb2018" else "skin-lesion"
+    test = evaluate_run(kind, model, paper_only=args.dataset != "dsb2018-tile")
     record = {"dataset": args.dataset, "variant": args.variant, "seed": args.seed, "epochs": args.epochs,
               "best_epoch": result.best_epoch, "val_dice": result.best_val_dice,
               "test_dice_paper": test["paper_protocol"]["dice"], "minutes": round(minutes, 1),

@@ -106,7 +106,8 @@ def _card_markdown(card, inference, sha: str, results: dict) -> str:
              f"(overlap {inference.tile_overlap}), normalisation `{inference.normalisation}`"
              + (f" (percentiles {inference.percentiles[0]}-{inference.percentiles[1]})"
                 if inference.normalisation == "percentile" else "")
-             + f", threshold {inference.threshold}, minimum object size {inference.min_size} px.", "", "## Test metrics (per image, threshold 0.5)", "",
+             + f", threshold {inference.threshold}, minimum object size {inference.min_size} px.", "",
+             "## Test metrics (per image, threshold 0.5)", "",
              "| protocol | Dice | IoU | precision | recall | F1@0.5 | AJI |", "|---|---|---|---|---|---|---|"]
 
     def row(label, m):

@@ -52,22 +52,6 @@ def isolated_widget_state(tmp_path, monkeypatch):
     _common.clear_model_cache()
 
 
-@pytest.fixture
-def random_checkpoint(tmp_path):
-    """A random-weight LiteNeXt checkpoint (tile mode, 64 px tiles) for fast segmentation."""
-    import torch
-
-    from napari_litenext.checkpoint import save_checkpoint
-    from napari_litenext.config import InferenceConfig, ModelCard
-    from napari_litenext.model import LiteNeXt
-
-    torch.manual_seed(0)
-    path = tmp_path / "random.pt"
-    save_checkpoint(path, LiteNeXt(), InferenceConfig(mode="tile", tile_size=64, threshold=0.5),
-                    ModelCard(name="random"))
-    return path
-
-
 def notifications():
     """napari's notification records so far (severity, message)."""
     from napari.utils.notifications import notification_manager
@@ -91,3 +75,12 @@ def labels_like(shape, boxes) -> np.ndarray:
     for i, (y0, y1, x0, x1) in enumerate(boxes, start=1):
         out[..., y0:y1, x0:x1] = i
     return out
+
+
+PLUGIN = "napari-litenext"
+
+
+def open_widget(viewer, name: str):
+    """Open one of the plugin's widgets from its menu entry, as a user would; returns the widget."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget

@@ -23,3 +23,25 @@ def shared_dir() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def random_checkpoint(tmp_path):
+    """A random-weight LiteNeXt checkpoint (tile mode, 64 px tiles) for fast segmentation."""
+    import torch
+
+    from napari_litenext.checkpoint import save_checkpoint
+    from napari_litenext.config import InferenceConfig, ModelCard
+    from napari_litenext.model import LiteNeXt
+
+    torch.manual_seed(0)
+    path = tmp_path / "random.pt"
+    save_checkpoint(path, LiteNeXt(), InferenceConfig(mode="tile", tile_size=64, threshold=0.5),
+                    ModelCard(name="random"))
+    return path
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    """A napari viewer for the widget tests, closed by napari's ``make_napari_viewer`` after the test."""
+    return make_napari_viewer()

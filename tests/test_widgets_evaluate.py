@@ -5,23 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _widgets_support import errors_since, isolated_widget_state, labels_like, notifications, \
+from _widgets_support import PLUGIN, errors_since, isolated_widget_state, labels_like, notifications, open_widget, \
     skip_without_display, wait_idle  # noqa: F401 (fixtures)
 
 skip_without_display()
 pytestmark = pytest.mark.gui
 
-PLUGIN = "napari-litenext"
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
 
 def _evaluate_widget(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Evaluate")
-    return widget
+    return open_widget(viewer, "Evaluate")
 
 
 def _cell(widget, row, header):

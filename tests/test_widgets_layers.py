@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_litenext._widgets._layers import LayerPair, layer_axes, crop_to_painted, default_output_dir, full_resolution, \
-    label_planes, output_geometry, training_samples
+from napari_litenext._widgets._layers import LayerPair, crop_to_painted, default_output_dir, full_resolution, \
+    label_planes, layer_axes, output_geometry, training_samples
 from napari_litenext._widgets._state import SessionModels
 from napari_litenext._widgets._train_job import DataSpec, clock, folder_value, gather_samples
 from napari_litenext.data import DataError

@@ -5,23 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _widgets_support import errors_since, isolated_widget_state, notifications, random_checkpoint, \
+from _widgets_support import PLUGIN, errors_since, isolated_widget_state, notifications, open_widget, \
     skip_without_display, wait_idle  # noqa: F401 (fixtures)
 
 skip_without_display()
 pytestmark = pytest.mark.gui
 
-PLUGIN = "napari-litenext"
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
 
 def _segment_widget(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
-    return widget
+    return open_widget(viewer, "Segment")
 
 
 def _run(qtbot, widget):

@@ -5,19 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _widgets_support import errors_since, isolated_widget_state, labels_like, notifications, random_checkpoint, \
+from _widgets_support import PLUGIN, errors_since, isolated_widget_state, labels_like, notifications, open_widget, \
     skip_without_display, wait_idle  # noqa: F401 (fixtures)
 
 skip_without_display()
 pytestmark = pytest.mark.gui
 
-PLUGIN = "napari-litenext"
 BOXES = [(4, 14, 6, 16), (30, 40, 30, 44), (50, 60, 8, 20)]
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
 
 
 @pytest.fixture
@@ -30,7 +24,7 @@ def painted(viewer, rng):
 
 
 def _train_widget(viewer, tmp_path=None, **recipe):
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    widget = open_widget(viewer, "Train")
     settings = dict(epochs=1, patch_size=32, batch_size=2, srp=True)
     settings.update(recipe)
     for name, value in settings.items():

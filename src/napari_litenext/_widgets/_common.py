@@ -9,8 +9,8 @@ from typing import Any, Callable
 from magicgui.widgets import ComboBox, Label
 from napari.utils.notifications import show_error
 
-__all__ = ["status_label", "FILE_CHOICE", "SCRATCH_CHOICE", "DEVICES", "model_choices", "resolve_model_choice", "error_text",
-           "report_error", "LayerChoices", "load_model_cached", "clear_model_cache"]
+__all__ = ["status_label", "FILE_CHOICE", "SCRATCH_CHOICE", "DEVICES", "model_choices", "resolve_model_choice",
+           "error_text", "report_error", "LayerChoices", "load_model_cached", "clear_model_cache"]
 
 #: Model picker entry that shows a file field.
 FILE_CHOICE = "<file>"

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.overwrite:
         clashes = [p for outputs in plans.values() for p in outputs.values() if p.exists()]
         if clashes:
-            shown = ", ".join(str(p) for p in clashes[:4]) + (f" and {len(clashes) - 4} more" if len(clashes) > 4 else "")
+            more = f" and {len(clashes) - 4} more" if len(clashes) > 4 else ""
+            shown = ", ".join(str(p) for p in clashes[:4]) + more
             raise CliError(f"{len(clashes)} output file(s) already exist ({shown}); "
                            "pass --overwrite to replace them or choose another --output")
     model, model_name = _load(args, CliError)
