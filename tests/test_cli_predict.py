@@ -183,3 +183,33 @@ def test_models_command(tmp_path, monkeypatch, checkpoint, capsys):
     assert main(["models", "lesions"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bundled models: nuclei" in err
+
+
+def test_low_memory_gives_the_same_labels_and_removes_its_work_folder(tmp_path, rng, checkpoint):
+    stack = rng.integers(0, 4000, (3, 40, 52), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "s.tif", stack, photometric="minisblack", metadata={"axes": "ZYX"})
+    runs = {}
+    for flag in ("", "--low-memory"):
+        out = tmp_path / f"out{flag}"
+        args = ["predict", str(tmp_path / "s.tif"), "-o", str(out), "--model", str(checkpoint[0]), "-q",
+                "--instances", "--probabilities"] + ([flag] if flag else [])
+        assert main(args) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["s_labels.tif", "s_prob.tif"]  # no work folder left
+        runs[flag] = [tifffile.imread(out / f"s_{kind}.tif") for kind in ("labels", "prob")]
+    for normal, low in zip(runs[""], runs["--low-memory"]):
+        np.testing.assert_array_equal(normal, low)
+
+
+def test_inputs_over_the_size_limit_are_memory_mapped(tmp_path, rng, checkpoint, monkeypatch):
+    import napari_litenext.cli.predict as cli_predict
+
+    tifffile.imwrite(tmp_path / "s.tif", rng.integers(0, 255, (2, 32, 32), dtype=np.uint8), photometric="minisblack")
+    seen = []
+    real = nl_io.read_image_with_axes
+    monkeypatch.setattr(nl_io, "read_image_with_axes", lambda p, memory_map=False: seen.append(memory_map)
+                        or real(p, memory_map=memory_map))
+    for limit in (1 << 30, 100):
+        monkeypatch.setattr(cli_predict, "LOW_MEMORY_FILE_BYTES", limit)
+        assert main(["predict", str(tmp_path / "s.tif"), "-o", str(tmp_path / f"out{limit}"), "--model",
+                     str(checkpoint[0]), "-q"]) == 0
+    assert seen == [False, True]

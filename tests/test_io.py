@@ -148,3 +148,25 @@ def test_tiff_compressions_without_imagecodecs(tmp_path, rng, compression):
     assert got.shape == (20, 24, 3) and got.dtype == np.uint8
     if compression == "tiff_lzw":
         np.testing.assert_array_equal(got, rgb)
+
+
+def test_memory_map_maps_uncompressed_tiffs_and_reads_the_rest(tmp_path, rng):
+    stack = rng.integers(0, 60000, (3, 40, 50), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "plain.tif", stack, photometric="minisblack", metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "zlib.tif", stack, compression="zlib", photometric="minisblack",
+                     metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "tiled.tif", stack, tile=(16, 16), photometric="minisblack", metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "big-endian.tif", stack, byteorder=">", photometric="minisblack",
+                     metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "single.tif", stack[:1])  # a length-1 axis is dropped, as when reading
+    mapped, axes = read_image_with_axes(tmp_path / "plain.tif", memory_map=True)
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    assert axes == read_image_with_axes(tmp_path / "plain.tif")[1] == "ZYX"
+    np.testing.assert_array_equal(mapped, stack)
+    for name in ("zlib", "tiled", "big-endian"):
+        array, axes = read_image_with_axes(tmp_path / f"{name}.tif", memory_map=True)
+        assert not isinstance(array, np.memmap) and array.dtype.isnative, name
+        np.testing.assert_array_equal(array, stack)
+    single, _ = read_image_with_axes(tmp_path / "single.tif", memory_map=True)
+    assert isinstance(single, np.memmap) and single.shape == (40, 50)
+    np.testing.assert_array_equal(single, stack[0])

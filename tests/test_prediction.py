@@ -238,3 +238,22 @@ def test_training_mode_is_restored():
     model.eval()
     predict(field(20, 20), model)
     assert not model.training
+
+
+@pytest.mark.parametrize("instances", [False, True])
+def test_workdir_puts_the_outputs_in_memory_mapped_files(tmp_path, instances):
+    stack = np.stack([field(48, 64, scale) for scale in (1.0, 0.5, 2.0)])
+    model = PixelModel(mode="tile", tile_size=32, tile_overlap=0.25)
+    in_memory = predict(stack, model, instances=instances)
+    on_disk = predict(stack, model, instances=instances, workdir=tmp_path)
+    for name in ("probabilities", "labels"):
+        array = getattr(on_disk, name)
+        assert isinstance(array, np.memmap) and array.filename == str(tmp_path / f"{name}.npy")
+        np.testing.assert_array_equal(array, getattr(in_memory, name))
+        assert array.dtype == getattr(in_memory, name).dtype
+    assert in_memory.labels.max() > 1 if instances else in_memory.labels.max() == 1
+
+
+def test_workdir_must_exist(tmp_path):
+    with pytest.raises(InputError, match="not an existing folder"):
+        predict(field(32, 32), PixelModel(), workdir=tmp_path / "missing")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -49,8 +50,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return read_image_with_axes(path)[0]
 
 
-def read_image_with_axes(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
+def read_image_with_axes(path: str | os.PathLike, memory_map: bool = False) -> tuple[np.ndarray, str | None]:
     """Like ``read_image``, also returning the axes the file declares.
+
+    Args:
+        path: the file.
+        memory_map: for an uncompressed TIFF, return a read-only ``numpy.memmap`` of its first
+            series instead of reading it, so images larger than RAM can be segmented tile by tile.
+            Other files (compressed or tiled TIFFs, PNG, ...) are read into memory as usual.
 
     Returns:
         (array, axes): ``axes`` uses the letters T, Z, C, Y, X (one per array dimension) when the
@@ -71,7 +78,7 @@ def read_image_with_axes(path: str | os.PathLike) -> tuple[np.ndarray, str | Non
                              f"use one of {', '.join(IMAGE_SUFFIXES)}")
     try:
         if suffix in _TIFF_SUFFIXES:
-            array, axes = _read_tiff(path)
+            array, axes = _read_tiff(path, memory_map)
         else:
             array, axes = _read_pil(path), None
     except ImageReadError:
@@ -88,7 +95,10 @@ def read_image_with_axes(path: str | os.PathLike) -> tuple[np.ndarray, str | Non
     return array, axes
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, str | None]:
+_NATIVE_BYTEORDER = "<" if sys.byteorder == "little" else ">"
+
+
+def _read_tiff(path: Path, memory_map: bool = False) -> tuple[np.ndarray, str | None]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -97,7 +107,13 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str | None]:
         series = tif.series[0]
         axes = str(series.axes)
         try:
-            array = series.asarray()
+            # dataoffset is set only when the series is stored uncompressed in one contiguous block;
+            # big-endian files are read normally so that callers always get native byte order.
+            if memory_map and series.dataoffset is not None and tif.byteorder == _NATIVE_BYTEORDER:
+                array = np.memmap(path, dtype=series.dtype, mode="r", offset=series.dataoffset,
+                                  shape=series.shape)
+            else:
+                array = series.asarray()
         except ValueError as exc:
             # LZW and JPEG inside TIFF need the optional imagecodecs package; Pillow decodes them.
             if "imagecodecs" not in str(exc):

@@ -7,11 +7,15 @@ Memory: the intensity range is computed once on the whole image (subsampled) and
 tile, so no full-size float copy of the input is ever made. Full-size arrays are the input (as
 given), the float32 probability map (4 bytes/pixel) and the labels (1 byte/pixel, or 4 with
 instances); on CPU the network sees at most a quarter megapixel (one 512 x 512 tile) per call.
+With ``workdir`` the two outputs are memory-mapped files and a memory-mapped input (see
+``io.read_image_with_axes``) is read tile by tile, so a stack larger than RAM needs memory for
+only a few slices at a time.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,8 +144,8 @@ def _channel_view(array: np.ndarray, has_channels: bool, channel: int | None) ->
 def segment(image: np.ndarray, model: Any, *, axes: str | None = None, channel: int | None = None,
             threshold: float | None = None, instances: bool = False, min_size: int | None = None,
             mode: str | None = None, tile_size: int | None = None, tile_overlap: float | None = None,
-            batch_size: int = 8, device: Any = None,
-            should_stop: Callable[[], bool] | None = None) -> Generator[Progress, None, Prediction]:
+            batch_size: int = 8, device: Any = None, should_stop: Callable[[], bool] | None = None,
+            workdir: str | os.PathLike | None = None) -> Generator[Progress, None, Prediction]:
     """Segment an image, yielding progress; the generator's return value is the ``Prediction``.
 
     Args:
@@ -159,6 +163,9 @@ def segment(image: np.ndarray, model: Any, *, axes: str | None = None, channel: 
         batch_size: most tiles (or slices) per network call; on CPU also capped by pixel count.
         device: torch device for the model (moved there); None keeps the model where it is.
         should_stop: called before each batch; returning True raises ``Cancelled``.
+        workdir: an existing folder for disk-backed outputs: the probabilities and labels are then
+            memory-mapped ``.npy`` files there instead of arrays in memory. The caller removes the
+            folder once done with the ``Prediction``.
 
     Yields:
         ``Progress`` after each batch and each post-processed slice.
@@ -205,7 +212,7 @@ def segment(image: np.ndarray, model: Any, *, axes: str | None = None, channel: 
     model.eval()
     try:
         slices = list(np.ndindex(*stack_shape)) if stack_shape else [()]
-        probabilities = np.zeros(stack_shape + (height, width), dtype=np.float32)
+        probabilities = _allocate(workdir, "probabilities", stack_shape + (height, width), np.float32)
         settings = {
             "model": getattr(getattr(model, "card", None), "name", None) or type(model).__name__,
             "sha256": getattr(model, "sha256", "") or "",
@@ -246,7 +253,7 @@ def segment(image: np.ndarray, model: Any, *, axes: str | None = None, channel: 
                 yield Progress("slices", done, len(slices), f"{done}/{len(slices)} slices")
         np.clip(probabilities, 0.0, 1.0, out=probabilities)  # blending and resizing may round past [0, 1]
 
-        labels = np.zeros(probabilities.shape, dtype=np.int32 if instances else np.uint8)
+        labels = _allocate(workdir, "labels", probabilities.shape, np.int32 if instances else np.uint8)
         next_id = 1
         for i, s in enumerate(slices):
             run.check_stop()
@@ -277,6 +284,17 @@ def predict(image: np.ndarray, model: Any, **kwargs: Any) -> Prediction:
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def _allocate(workdir: str | os.PathLike | None, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A zeroed output array: in memory, or a memory-mapped ``<workdir>/<name>.npy``."""
+    if workdir is None:
+        return np.zeros(shape, dtype=dtype)
+    folder = os.fspath(workdir)
+    if not os.path.isdir(folder):
+        raise InputError(f"workdir {folder} is not an existing folder; create it or pass workdir=None")
+    # A new file reads as zeros without being written, so allocation costs no memory and no I/O.
+    return np.lib.format.open_memmap(os.path.join(folder, f"{name}.npy"), mode="w+", dtype=dtype, shape=shape)
 
 
 def _check_settings(threshold: float, min_size: int, mode: str, tile_size: int, tile_overlap: float,

@@ -8,15 +8,19 @@ segmented is reported on one line while the others go on; the exit status is the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import tempfile
 from pathlib import Path
 
 from ..config import MODES
 
-__all__ = ["add_parser", "run", "DEFAULT_MODEL"]
+__all__ = ["add_parser", "run", "DEFAULT_MODEL", "LOW_MEMORY_FILE_BYTES"]
 
 #: Bundled model used when ``--model`` is not given.
 DEFAULT_MODEL = "nuclei"
+#: Input files larger than this are segmented as with ``--low-memory``.
+LOW_MEMORY_FILE_BYTES = 1 << 30
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,6 +48,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32)")
     p.add_argument("--overlay", action="store_true",
                    help="also write <name>_overlay.png (labels drawn on the image; 2D images only)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="for images larger than RAM: read uncompressed TIFFs memory-mapped and keep the "
+                        "probability map and labels in temporary files in --output (automatic for "
+                        "inputs over 1 GiB)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
@@ -140,10 +148,12 @@ def _run_all(files: list[Path], plans: dict[Path, dict[str, Path]], model, model
                dynamic_ncols=True)
     for f in bar:
         try:
-            image, prediction = _segment_one(f, model, args, position=1 if outer else 0)
-            settings = dict(prediction.settings, source=f.name, model_source=model_name,
-                            software=f"napari-litenext {__version__}")
-            _write_outputs(plans[f], image, prediction, settings, args)
+            with _workdir(f, args) as workdir:
+                image, prediction = _segment_one(f, model, args, position=1 if outer else 0, workdir=workdir)
+                settings = dict(prediction.settings, source=f.name, model_source=model_name,
+                                software=f"napari-litenext {__version__}")
+                _write_outputs(plans[f], image, prediction, settings, args)
+                del image, prediction  # release the memory maps before their folder is removed
         except (ImageReadError, InputError, MemoryError, OSError) as exc:
             # OSError: an output could not be written (disk full, permissions); the others may be
             failures.append(f)
@@ -161,17 +171,34 @@ def _run_all(files: list[Path], plans: dict[Path, dict[str, Path]], model, model
     return 0
 
 
-def _segment_one(path: Path, model, args: argparse.Namespace, position: int = 0):
+@contextlib.contextmanager
+def _workdir(path: Path, args: argparse.Namespace):
+    """A hidden temporary folder in --output for a low-memory run (removed afterwards), else None."""
+    try:
+        large = path.stat().st_size > LOW_MEMORY_FILE_BYTES
+    except OSError:
+        large = False  # reading the file reports the problem
+    if not (args.low_memory or large):
+        yield None
+        return
+    outdir = Path(args.output).expanduser()
+    outdir.mkdir(parents=True, exist_ok=True)
+    # In --output, not /tmp: it is where the user expects disk to be used, and /tmp is often RAM.
+    with tempfile.TemporaryDirectory(prefix=".litenext-work-", dir=outdir) as folder:
+        yield folder
+
+
+def _segment_one(path: Path, model, args: argparse.Namespace, position: int = 0, workdir: str | None = None):
     from tqdm import tqdm
 
     from ..io import read_image_with_axes
     from ..prediction import segment
 
-    image, file_axes = read_image_with_axes(path)
+    image, file_axes = read_image_with_axes(path, memory_map=workdir is not None)
     axes = args.axes or file_axes
     gen = segment(image, model, axes=axes, channel=args.channel, threshold=args.threshold,
                   instances=args.instances, min_size=args.min_size, mode=args.mode,
-                  tile_size=args.tile_size, batch_size=args.batch_size)
+                  tile_size=args.tile_size, batch_size=args.batch_size, workdir=workdir)
     bar = tqdm(desc=path.name, unit="step", file=sys.stderr, disable=args.quiet, position=position, leave=False,
                dynamic_ncols=True)
     stage = None
