@@ -56,7 +56,7 @@ def test_read_mask_colour_and_stack(tmp_path):
     Image.fromarray(m).save(tmp_path / "m.png")
     got = read_mask(tmp_path / "m.png")
     assert got.shape == (10, 12) and got[3, 4] == 255 and got[0, 0] == 0
-    tifffile.imwrite(tmp_path / "s.tif", np.zeros((3, 10, 12), np.uint8))
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((3, 10, 12), np.uint8), photometric="minisblack")
     with pytest.raises(ImageReadError, match="2D mask"):
         read_mask(tmp_path / "s.tif")
 
