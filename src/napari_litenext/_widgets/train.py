@@ -22,9 +22,11 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ..data import DataError
-from ._common import status_label, DEVICES, FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, model_choices, report_error, \
-    resolve_model_choice, stop_flag
+from ._common import FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, report_error, resolve_model_choice, status_label, \
+    stop_flag
 from ._layers import LayerPair, default_output_dir, full_resolution
+from ._train_settings import RECIPE_OPTIONS, SOURCE_OPTIONS, VALIDATION_CHOICES, VALIDATION_OPTIONS, \
+    recipe_settings, source_settings, validation_settings
 from ._train_job import DataSpec, clock, folder_value, gather_samples, train_job
 from ._state import session_models
 from .plot import CurvePlot
@@ -39,79 +41,6 @@ PLOT_INTERVAL_MS = 1000
 OUTPUT_ROOT = Path.home() / "litenext-models"
 #: Files a run writes; a chosen output folder holding any of them is refused (never overwritten).
 RUN_FILES = ("best.pt", "last.pt", "history.csv", "curves.png")
-VALIDATION_CHOICES = (
-    ("auto: hold out 20% (or the training pairs if only one)", "auto"),
-    ("held-out fraction", "fraction"),
-    ("a layer pair", "layers"),
-    ("a folder pair", "folders"),
-    ("the training pairs (not independent)", "train"),
-)
-
-
-def source_settings(source: str = "layers", images_folder: Path = Path(""), masks_folder: Path = Path(""),
-                    crop_to_painted: bool = False) -> None:
-    """Where training pairs come from (persisted)."""
-
-
-def validation_settings(validation: str = "auto", val_fraction: float = 0.2, val_images_folder: Path = Path(""),
-                        val_masks_folder: Path = Path("")) -> None:
-    """Where validation pairs come from (persisted)."""
-
-
-def recipe_settings(model_name: str = "my-model", start_from: str = SCRATCH_CHOICE, start_file: Path = Path(""),
-                    epochs: int = 50, learning_rate: float = 1e-3, batch_size: int = 8, patch_size: int = 128,
-                    mode: str = "tile", normalisation: str = "auto", loss: str = "mwl",
-                    mwl_preset: str = "boundary", w_background: float = 1.0, w_object: float = 3.0,
-                    w_margin: float = 6.0, margin_kernel: int = 7, srp: bool = True, srp_lambda: float = 0.1,
-                    device: str = "auto", output_folder: Path = Path("")) -> None:
-    """The training recipe and where the model goes (persisted)."""
-
-
-_SOURCE_OPTIONS: dict[str, dict[str, Any]] = {
-    "source": {"widget_type": "RadioButtons", "choices": ("layers", "folders"), "orientation": "horizontal",
-               "label": "train on"},
-    "images_folder": {"label": "images folder", "mode": "d"},
-    "masks_folder": {"label": "masks folder", "mode": "d",
-                     "tooltip": "binary or label masks named like the images (optionally _mask, _labels...)"},
-    "crop_to_painted": {"label": "only the painted area",
-                        "tooltip": "train on the box around painted labels: for images painted only in part, "
-                                   "so that unpainted objects are not learnt as background"},
-}
-
-_VALIDATION_OPTIONS: dict[str, dict[str, Any]] = {
-    "validation": {"widget_type": "ComboBox", "choices": VALIDATION_CHOICES,
-                   "tooltip": "pairs that pick the best checkpoint; never the images you will test on"},
-    "val_fraction": {"label": "held-out fraction", "min": 0.0, "max": 0.9, "step": 0.05},
-    "val_images_folder": {"label": "validation images", "mode": "d"},
-    "val_masks_folder": {"label": "validation masks", "mode": "d"},
-}
-
-_RECIPE_OPTIONS: dict[str, dict[str, Any]] = {
-    "model_name": {"label": "model name"},
-    "start_from": {"widget_type": "ComboBox", "label": "start from", "choices": lambda _w: model_choices(True),
-                   "tooltip": "random weights, or fine-tune a bundled, session or file model"},
-    "start_file": {"label": "start file", "mode": "r", "filter": "*.pt *.pth *.ckpt", "visible": False},
-    "epochs": {"min": 1, "max": 100_000},
-    "learning_rate": {"label": "learning rate", "min": 1e-6, "max": 1.0, "step": 1e-4},
-    "batch_size": {"label": "batch size", "min": 1, "max": 1024},
-    "patch_size": {"label": "patch size", "min": 16, "max": 4096, "step": 16,
-                   "tooltip": "network input edge in pixels (multiple of 16)"},
-    "mode": {"widget_type": "ComboBox", "choices": ("tile", "resize"),
-             "tooltip": "tile: native-resolution patches (cells, nuclei); resize: whole image resized (lesions)"},
-    "normalisation": {"widget_type": "ComboBox", "choices": ("auto", "dtype", "percentile", "minmax"),
-                      "tooltip": "auto: the starting model's, or percentile (1, 99.8) from scratch"},
-    "loss": {"widget_type": "ComboBox", "choices": (("Marginal Weight Loss", "mwl"), ("Dice + BCE", "dice_bce"))},
-    "mwl_preset": {"widget_type": "ComboBox", "label": "MWL preset", "choices": ("boundary", "authors-code")},
-    "w_background": {"label": "w background", "min": 0.0, "max": 100.0, "step": 0.5},
-    "w_object": {"label": "w object", "min": 0.0, "max": 100.0, "step": 0.5},
-    "w_margin": {"label": "w margin", "min": 0.0, "max": 100.0, "step": 0.5},
-    "margin_kernel": {"label": "margin kernel", "min": 1, "max": 51, "step": 2},
-    "srp": {"label": "SRP", "tooltip": "Self-embedding Representation Parallel (two augmented views)"},
-    "srp_lambda": {"label": "SRP lambda", "min": 0.0, "max": 10.0, "step": 0.01},
-    "device": {"widget_type": "ComboBox", "choices": DEVICES},
-    "output_folder": {"label": "output folder", "mode": "d",
-                      "tooltip": "empty: ~/litenext-models/<name>-<date-time>; an existing run is never overwritten"},
-}
 
 
 class TrainWidget(QWidget):
@@ -121,9 +50,9 @@ class TrainWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self._layers = LayerChoices(napari_viewer)
-        self.source = magicgui(source_settings, persist=True, call_button=False, **_SOURCE_OPTIONS)
-        self.validation = magicgui(validation_settings, persist=True, call_button=False, **_VALIDATION_OPTIONS)
-        self.recipe = magicgui(recipe_settings, persist=True, call_button=False, **_RECIPE_OPTIONS)
+        self.source = magicgui(source_settings, persist=True, call_button=False, **SOURCE_OPTIONS)
+        self.validation = magicgui(validation_settings, persist=True, call_button=False, **VALIDATION_OPTIONS)
+        self.recipe = magicgui(recipe_settings, persist=True, call_button=False, **RECIPE_OPTIONS)
 
         self.pairs = Container(labels=False)
         self.pairs.margins = (0, 0, 0, 0)
