@@ -92,7 +92,28 @@ def table(args) -> int:
         print(f"| {label} | {names[r['variant']]} | {r['seed']} | {r['epochs']} | {r['best_epoch']} | "
               f"{r['val_dice']:.4f} | {fmt(r['test_dice_paper'])} | {fmt(r.get('test_dice_native'))} | "
               f"{fmt(r.get('test_f1_50'))} | {r['minutes']} |")
+    _print_means(rows, names)
     return 0
+
+
+def _print_means(rows: list[dict], names: dict[str, str]) -> None:
+    """Mean test Dice (paper protocol) over seeds, and the change from Dice + BCE, per setting."""
+    import statistics
+
+    print("\n| dataset, setting | variant | seeds | mean test Dice (paper) | vs Dice + BCE |")
+    print("|---|---|---|---|---|")
+    for dataset in sorted({r["dataset"] for r in rows}):
+        setting = SETTINGS[dataset]
+        label = f"{DATA[dataset]}, {setting['mode']} {setting['patch_size']} px"
+        means = {}
+        for variant in VARIANTS:
+            scores = [r["test_dice_paper"] for r in rows if r["dataset"] == dataset and r["variant"] == variant]
+            if scores:
+                means[variant] = (statistics.mean(scores), len(scores))
+        base = means.get("dice_bce", (None, 0))[0]
+        for variant, (mean, n) in means.items():
+            delta = "-" if base is None or variant == "dice_bce" else f"{mean - base:+.4f}"
+            print(f"| {label} | {names[variant]} | {n} | {mean:.4f} | {delta} |")
 
 
 def main() -> int:
