@@ -293,8 +293,26 @@ def _allocate(workdir: str | os.PathLike | None, name: str, shape: tuple[int, ..
     folder = os.fspath(workdir)
     if not os.path.isdir(folder):
         raise InputError(f"workdir {folder} is not an existing folder; create it or pass workdir=None")
+    path = os.path.join(folder, f"{name}.npy")
     # A new file reads as zeros without being written, so allocation costs no memory and no I/O.
-    return np.lib.format.open_memmap(os.path.join(folder, f"{name}.npy"), mode="w+", dtype=dtype, shape=shape)
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    # The file is sparse: without reserving its blocks now, a full disk would surface later as a
+    # SIGBUS crash on some write into the map instead of this one clear error.
+    if hasattr(os, "posix_fallocate"):
+        size = os.path.getsize(path)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            del array
+            os.unlink(path)
+            error = OSError(f"not enough free disk space for the {name} ({size / 2**20:.1f} MB) in {folder}: "
+                            "free some space or write the results to another disk")
+            error.errno = exc.errno
+            raise error from None
+        finally:
+            os.close(fd)
+    return array
 
 
 def _check_settings(threshold: float, min_size: int, mode: str, tile_size: int, tile_overlap: float,
