@@ -99,3 +99,24 @@ def test_napari_opens_one_layer_per_channel_with_scale_and_axis_labels(czyx, nap
         np.testing.assert_allclose(layer.scale, [1.5, 0.25, 0.25])
         assert tuple(layer.axis_labels) == ("z", "y", "x")
         assert all(str(u) == "micrometer" for u in layer.units)
+
+
+def test_uncompressed_series_are_memory_mapped_and_compressed_ones_read(tmp_path):
+    data = np.arange(3 * 16 * 20, dtype=np.uint16).reshape(3, 16, 20)
+    for name, extra in (("plain", {}), ("zlib", {"compression": "zlib"})):
+        path = tmp_path / f"{name}.ome.tif"
+        tifffile.imwrite(path, data, ome=True, metadata={"axes": "ZYX"}, **extra)
+        ((out, kwargs, _),) = read_ome_tiff(str(path))
+        assert isinstance(out, np.memmap) == (name == "plain"), name
+        np.testing.assert_array_equal(out, data)
+        assert kwargs["axis_labels"] == ("z", "y", "x")
+
+
+def test_single_channel_axis_is_dropped_as_a_view_of_the_map(tmp_path):
+    data = np.arange(1 * 2 * 8 * 10, dtype=np.uint8).reshape(1, 2, 8, 10)
+    path = tmp_path / "one.ome.tif"
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "CZYX", "Channel": {"Name": ["DAPI"]}})
+    ((out, kwargs, _),) = read_ome_tiff(str(path))
+    assert out.shape == (2, 8, 10) and isinstance(out, np.memmap)
+    np.testing.assert_array_equal(out, data[0])
+    assert kwargs["name"] == "one DAPI"

@@ -7,9 +7,11 @@ reader). It returns one Image layer per OME image (tifffile series), split into 
 channel along ``C``, RGB kept as RGB, singleton axes dropped, and ``scale``, ``units`` and
 ``axis_labels`` set from ``PhysicalSize{X,Y,Z}`` and ``TimeIncrement``.
 
-Whole series are read into memory (pyramids: full resolution only); very large files are better
-opened with a dedicated OME-Zarr / bioformats reader. Several files give layers per file; they are
-not stacked into one layer.
+Series stored uncompressed in one block are memory-mapped rather than read, so files larger than
+memory open at once and napari reads the planes it shows; compressed or tiled series are read into
+memory (pyramids: full resolution only), and very large ones are better opened with a dedicated
+OME-Zarr / bioformats reader. Several files give layers per file; they are not stacked into one
+layer.
 """
 
 from __future__ import annotations
@@ -95,8 +97,16 @@ def _read_one(path: Path) -> list[LayerData]:
         for index, series in enumerate(tif.series):
             pixels = images[index].get("Pixels", {}) if index < len(images) else {}
             name = stem if len(tif.series) == 1 else f"{stem} [{series.name or index}]"
-            out.append(_layer_data(series.asarray(), series.axes.upper(), pixels, name, path))
+            out.append(_layer_data(_pixels(tif, series), series.axes.upper(), pixels, name, path))
         return out
+
+
+def _pixels(tif: Any, series: Any) -> Any:
+    """The series' pixels: a read-only memory map when stored in one uncompressed block, else read."""
+    from .io import map_tiff_series
+
+    mapped = map_tiff_series(tif, series)
+    return mapped if mapped is not None else series.asarray()
 
 
 def _layer_data(data: Any, axes: str, pixels: dict[str, Any], name: str, path: Path) -> LayerData:
@@ -134,7 +144,7 @@ def _layer_data(data: Any, axes: str, pixels: dict[str, Any], name: str, path: P
         kwargs["name"] = [f"{name} {cn}" for cn in names]
     else:
         if "C" in axes:  # a single channel: drop the axis so scale and labels line up
-            data = data.take(0, axis=axes.index("C"))
+            data = data[(slice(None),) * axes.index("C") + (0,)]  # a view: keeps a memory map lazy
         kwargs["name"] = f"{name} {channel_names[0]}" if len(channel_names) == 1 and channel_names[0] else name
     return data, kwargs, "image"
 

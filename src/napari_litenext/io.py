@@ -14,13 +14,14 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .fileutil import atomic_write
 
 __all__ = ["ImageReadError", "IMAGE_SUFFIXES", "read_image", "read_image_with_axes", "read_mask",
-           "write_tiff", "write_png", "atomic_write", "list_images", "output_stem"]
+           "map_tiff_series", "write_tiff", "write_png", "atomic_write", "list_images", "output_stem"]
 
 #: File name endings read by ``read_image`` (lower case; ``.ome.tif`` is covered by ``.tif``).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -98,6 +99,25 @@ def read_image_with_axes(path: str | os.PathLike, memory_map: bool = False) -> t
 _NATIVE_BYTEORDER = "<" if sys.byteorder == "little" else ">"
 
 
+def map_tiff_series(tif: Any, series: Any) -> np.memmap | None:
+    """A read-only memory map of a TIFF series (full resolution), or None when it cannot be mapped.
+
+    Args:
+        tif: an open ``tifffile.TiffFile``.
+        series: one of its ``series``.
+
+    Returns:
+        The pixels with the series' shape, read from disk only where indexed; None when the series
+        is compressed, tiled, split into several blocks, pyramidal or big-endian (callers then read
+        it, so that arrays always have native byte order).
+    """
+    # tifffile sets dataoffset only for one contiguous uncompressed block.
+    if series.dataoffset is None or len(series.levels) != 1 or tif.byteorder != _NATIVE_BYTEORDER:
+        return None
+    return np.memmap(tif.filehandle.path, dtype=series.dtype, mode="r", offset=series.dataoffset,
+                     shape=series.shape)
+
+
 def _read_tiff(path: Path, memory_map: bool = False) -> tuple[np.ndarray, str | None]:
     import tifffile
 
@@ -107,13 +127,8 @@ def _read_tiff(path: Path, memory_map: bool = False) -> tuple[np.ndarray, str | 
         series = tif.series[0]
         axes = str(series.axes)
         try:
-            # dataoffset is set only when the series is stored uncompressed in one contiguous block;
-            # big-endian files are read normally so that callers always get native byte order.
-            if memory_map and series.dataoffset is not None and tif.byteorder == _NATIVE_BYTEORDER:
-                array = np.memmap(path, dtype=series.dtype, mode="r", offset=series.dataoffset,
-                                  shape=series.shape)
-            else:
-                array = series.asarray()
+            mapped = map_tiff_series(tif, series) if memory_map else None
+            array = mapped if mapped is not None else series.asarray()
         except ValueError as exc:
             # LZW and JPEG inside TIFF need the optional imagecodecs package; Pillow decodes them.
             if "imagecodecs" not in str(exc):
