@@ -8,9 +8,10 @@ from typing import Any, Callable
 
 from magicgui.widgets import ComboBox, Label
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QEvent, QObject
 
 __all__ = ["status_label", "FILE_CHOICE", "SCRATCH_CHOICE", "DEVICES", "model_choices", "resolve_model_choice",
-           "error_text", "report_error", "LayerChoices", "load_model_cached", "clear_model_cache"]
+           "error_text", "report_error", "LayerChoices", "load_model_cached", "clear_model_cache", "RunStopper"]
 
 #: Model picker entry that shows a file field.
 FILE_CHOICE = "<file>"
@@ -168,7 +169,36 @@ def clear_model_cache() -> None:
         _MODEL_CACHE.clear()
 
 
-def stop_flag() -> tuple[threading.Event, Callable[[], bool]]:
-    """A fresh stop event and the ``should_stop`` callable the cores poll."""
-    event = threading.Event()
-    return event, event.is_set
+class RunStopper(QObject):
+    """Stop events for a widget's runs, ended when the widget's dock is closed or it is deleted.
+
+    napari closes a dock by taking the widget out of it (parent None) without deleting it, and Qt
+    may delete it later. ``on_close`` (the widget's Stop or Cancel) runs when the widget is closed
+    or leaves its parent; on deletion the widget's methods can no longer be called, so the current
+    run's stop event is set directly.
+
+    Args:
+        widget: the widget whose runs are stopped; it becomes this object's parent.
+        on_close: called on close and when the widget is taken out of its dock.
+    """
+
+    def __init__(self, widget: Any, on_close: Callable[[], None]) -> None:
+        super().__init__(widget)
+        self._on_close = on_close
+        current: dict[str, threading.Event | None] = {"event": None}
+        self._current = current
+        # The closure holds the dict, not self or the widget: both are gone when this runs.
+        widget.destroyed.connect(lambda *_: current["event"] is not None and current["event"].set())
+        widget.installEventFilter(self)
+
+    def new_run(self) -> tuple[threading.Event, Callable[[], bool]]:
+        """A fresh stop event for the run that starts, and the ``should_stop`` callable the cores poll."""
+        event = threading.Event()
+        self._current["event"] = event
+        return event, event.is_set
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 (Qt name)
+        kind = event.type()
+        if kind == QEvent.Type.Close or (kind == QEvent.Type.ParentChange and watched.parent() is None):
+            self._on_close()
+        return False  # the widget still handles the event

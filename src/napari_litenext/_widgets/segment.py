@@ -20,11 +20,11 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ._common import status_label, DEVICES, FILE_CHOICE, LayerChoices, load_model_cached, model_choices, \
-    report_error, resolve_model_choice, stop_flag
+from ._common import DEVICES, FILE_CHOICE, LayerChoices, RunStopper, load_model_cached, model_choices, \
+    report_error, resolve_model_choice, status_label
 from ._layers import full_resolution, layer_axes, output_geometry
 from ._state import session_models
 
@@ -88,11 +88,7 @@ class SegmentWidget(QWidget):
         layout.addStretch(1)
 
         self.worker: Any = None
-        # If napari deletes the dock while a run is going, stop it (methods of a deleted widget
-        # can no longer be called, so the closure holds the run's stop event, not the widget).
-        stop_on_delete: dict[str, Any] = {"event": None}
-        self._stop_on_delete = stop_on_delete
-        self.destroyed.connect(lambda *_: stop_on_delete["event"] is not None and stop_on_delete["event"].set())
+        self._runs = RunStopper(self, self.cancel)
         self.post_worker: Any = None
         self.last: _Result | None = None
         self.last_error: str | None = None
@@ -182,8 +178,7 @@ class SegmentWidget(QWidget):
             self._fail(f"layer {layer.name!r}: {exc}")
             return
         device = str(s.device.value)
-        self._stop, should_stop = stop_flag()
-        self._stop_on_delete["event"] = self._stop
+        self._stop, should_stop = self._runs.new_run()
         self.last_error = None
         self._job = {"layer": layer, "source": source, "started": time.perf_counter(),
                      "probabilities": bool(s.probabilities.value)}
@@ -350,16 +345,6 @@ class SegmentWidget(QWidget):
         self.post_worker.errored.connect(lambda exc: report_error("LiteNeXt post-processing", exc))
         self.post_worker.finished.connect(finished)
         self.post_worker.start()
-
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
-        self.cancel()
-        super().closeEvent(event)
-
-    def event(self, event: Any) -> bool:
-        # napari closes a dock by taking the widget out of it (parent None) without deleting it
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self.cancel()
-        return super().event(event)
 
 
 def _describe(labels: np.ndarray, settings: dict[str, Any]) -> str:

@@ -17,13 +17,13 @@ from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ..data import DataError
-from ._common import FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, report_error, resolve_model_choice, status_label, \
-    stop_flag
+from ._common import FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, RunStopper, report_error, resolve_model_choice, \
+    status_label
 from ._layers import LayerPair, default_output_dir, full_resolution
 from ._train_settings import RECIPE_OPTIONS, SOURCE_OPTIONS, VALIDATION_CHOICES, VALIDATION_OPTIONS, \
     recipe_settings, source_settings, validation_settings
@@ -91,11 +91,7 @@ class TrainWidget(QWidget):
         self.recipe_box = recipe_box
 
         self.worker: Any = None
-        # If napari deletes the dock while a run is going, stop it (methods of a deleted widget
-        # can no longer be called, so the closure holds the run's stop event, not the widget).
-        stop_on_delete: dict[str, Any] = {"event": None}
-        self._stop_on_delete = stop_on_delete
-        self.destroyed.connect(lambda *_: stop_on_delete["event"] is not None and stop_on_delete["event"].set())
+        self._runs = RunStopper(self, self.stop)
         self.result: Any = None
         self.last_error: str | None = None
         self.events: list[Any] = []
@@ -326,8 +322,7 @@ class TrainWidget(QWidget):
         self._config = cfg
         pairs = self.pair_rows()
         self._first_image = pairs[0][0].value if pairs and self.source.source.value == "layers" else None
-        self._stop, should_stop = stop_flag()
-        self._stop_on_delete["event"] = self._stop
+        self._stop, should_stop = self._runs.new_run()
         inherit = self.recipe.normalisation.value == "auto" and cfg.init is not None
         self.plot.clear()
         self.progress.max, self.progress.value = 1, 0
@@ -442,12 +437,3 @@ class TrainWidget(QWidget):
         widget.segment_with(self.result.checkpoint, layer)
         return widget
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
-        self.stop()
-        super().closeEvent(event)
-
-    def event(self, event: Any) -> bool:
-        # napari closes a dock by taking the widget out of it (parent None) without deleting it
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self.stop()
-        return super().event(event)
