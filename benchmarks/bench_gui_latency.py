@@ -27,24 +27,17 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from xvfb import ensure_display  # noqa: E402  (scripts folder)
+
 TICK_MS = 10
-
-
-def _ensure_display() -> None:
-    if os.environ.get("DISPLAY") or os.environ.get("LITENEXT_BENCH_NO_XVFB"):
-        return
-    if shutil.which("xvfb-run") is None:
-        sys.exit("no display and no xvfb-run: run scripts/setup.sh --gui, or run under a desktop session")
-    env = dict(os.environ, LITENEXT_BENCH_NO_XVFB="1", QT_QPA_PLATFORM="xcb")
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24 -nolisten tcp", sys.executable, *sys.argv]
-    sys.exit(subprocess.call(cmd, env=env))
 
 
 def _thread_cpu(tid: int) -> float:
@@ -169,7 +162,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    _ensure_display()
+    ensure_display()
 
     import napari
     import torch

@@ -19,26 +19,16 @@ folder, so the user's own remembered settings are untouched.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
 
-
-def _ensure_display() -> None:
-    if os.environ.get("DISPLAY") or os.environ.get("LITENEXT_SCREENSHOTS_NO_XVFB"):
-        return
-    if shutil.which("xvfb-run") is None:
-        sys.exit("no display and no xvfb-run: run scripts/setup.sh --gui first")
-    env = dict(os.environ, LITENEXT_SCREENSHOTS_NO_XVFB="1", QT_QPA_PLATFORM="xcb")
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1200x24 -nolisten tcp", sys.executable,
-           str(Path(__file__).resolve()), *sys.argv[1:]]
-    sys.exit(subprocess.call(cmd, env=env))
+from xvfb import ensure_display  # noqa: E402  (scripts folder)
 
 
 def _wait(app, condition, timeout: float = 900.0) -> None:
@@ -91,7 +81,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=12, help="epochs of the Train widget's demonstration run")
     parser.add_argument("--out", default=str(REPO / "docs" / "images"))
     args = parser.parse_args()
-    _ensure_display()
+    ensure_display()
 
     import magicgui._util
     import napari
