@@ -87,13 +87,17 @@ def table(args) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for r in sorted(rows, key=lambda r: (r["dataset"], list(VARIANTS).index(r["variant"]), r["seed"])):
-        setting = SETTINGS[r["dataset"]]
-        label = f"{DATA[r['dataset']]}, {setting['mode']} {setting['patch_size']} px"
-        print(f"| {label} | {names[r['variant']]} | {r['seed']} | {r['epochs']} | {r['best_epoch']} | "
-              f"{r['val_dice']:.4f} | {fmt(r['test_dice_paper'])} | {fmt(r.get('test_dice_native'))} | "
-              f"{fmt(r.get('test_f1_50'))} | {r['minutes']} |")
+        print(f"| {_setting_label(r['dataset'])} | {names[r['variant']]} | {r['seed']} | {r['epochs']} | "
+              f"{r['best_epoch']} | {r['val_dice']:.4f} | {fmt(r['test_dice_paper'])} | "
+              f"{fmt(r.get('test_dice_native'))} | {fmt(r.get('test_f1_50'))} | {r['minutes']} |")
     _print_means(rows, names)
     return 0
+
+
+def _setting_label(dataset: str) -> str:
+    """E.g. "dsb2018, tile 128 px": the data and how the network sees it."""
+    setting = SETTINGS[dataset]
+    return f"{DATA[dataset]}, {setting['mode']} {setting['patch_size']} px"
 
 
 def _print_means(rows: list[dict], names: dict[str, str]) -> None:
@@ -103,8 +107,7 @@ def _print_means(rows: list[dict], names: dict[str, str]) -> None:
     print("\n| dataset, setting | variant | seeds | mean test Dice (paper) | vs Dice + BCE |")
     print("|---|---|---|---|---|")
     for dataset in sorted({r["dataset"] for r in rows}):
-        setting = SETTINGS[dataset]
-        label = f"{DATA[dataset]}, {setting['mode']} {setting['patch_size']} px"
+        label = _setting_label(dataset)
         means = {}
         for variant in VARIANTS:
             scores = [r["test_dice_paper"] for r in rows if r["dataset"] == dataset and r["variant"] == variant]

@@ -311,8 +311,8 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
                 losses = _step(model, srp, loss_fn, optimiser, images, masks, cfg, device, gen, amp)
             except torch.OutOfMemoryError:
                 raise TrainingError(f"out of memory on {device} at batch size {cfg.batch_size} and patch "
-                                   f"{cfg.patch_size}: halve the batch size (or the patch size), or train "
-                                   "on the CPU") from None
+                                    f"{cfg.patch_size}: halve the batch size (or the patch size), or train "
+                                    "on the CPU") from None
             sums += losses
             n_steps += 1
             done_steps += 1
@@ -400,7 +400,7 @@ def _step(model: LiteNeXt, srp: SRP | None, loss_fn, optimiser, images: np.ndarr
         total = seg + cfg.srp_lambda * rep
     if not torch.isfinite(total):
         raise TrainingError("the loss became NaN or infinite; lower the learning rate or check the images "
-                           "for extreme values")
+                            "for extreme values")
     total.backward()
     optimiser.step()
     if srp is not None:
