@@ -45,3 +45,14 @@ def random_checkpoint(tmp_path):
 def viewer(make_napari_viewer):
     """A napari viewer for the widget tests, closed by napari's ``make_napari_viewer`` after the test."""
     return make_napari_viewer()
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """Make reserving disk space fail as a full disk does (ENOSPC)."""
+    import errno
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)

@@ -215,14 +215,8 @@ def test_inputs_over_the_size_limit_are_memory_mapped(tmp_path, rng, checkpoint,
     assert seen == [False, True]
 
 
-def test_low_memory_without_disk_space_fails_on_one_line_and_leaves_nothing(tmp_path, rng, checkpoint, monkeypatch,
+def test_low_memory_without_disk_space_fails_on_one_line_and_leaves_nothing(tmp_path, rng, checkpoint, disk_full,
                                                                             capsys):
-    import errno
-
-    def full(fd, offset, length):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
     tifffile.imwrite(tmp_path / "s.tif", rng.integers(0, 255, (2, 32, 32), dtype=np.uint8), photometric="minisblack")
     out = tmp_path / "out"
     code = main(["predict", str(tmp_path / "s.tif"), "-o", str(out), "--model", str(checkpoint[0]), "-q",

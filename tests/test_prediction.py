@@ -259,14 +259,7 @@ def test_workdir_must_exist(tmp_path):
         predict(field(32, 32), PixelModel(), workdir=tmp_path / "missing")
 
 
-def test_workdir_without_disk_space_is_one_clear_error(tmp_path, monkeypatch):
-    import errno
-    import os
-
-    def full(fd, offset, length):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+def test_workdir_without_disk_space_is_one_clear_error(tmp_path, disk_full):
     with pytest.raises(OSError, match="not enough free disk space for the probabilities"):
         predict(field(32, 32), PixelModel(), workdir=tmp_path)
     assert list(tmp_path.iterdir()) == []
