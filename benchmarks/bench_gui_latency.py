@@ -94,7 +94,7 @@ class TickRecorder:
 
 
 def _config(out: Path, args: argparse.Namespace):
-    from napari_litenext.training import TrainConfig
+    from napari_litenext.training.loop import TrainConfig
 
     return TrainConfig(epochs=10_000, lr=1e-3, batch_size=args.batch, patch_size=args.patch, mode="tile",
                        normalisation="percentile", device="cpu", output_dir=str(out), name="bench")
@@ -102,7 +102,7 @@ def _config(out: Path, args: argparse.Namespace):
 
 def headless_round(samples, args, out: Path) -> float:
     """Images per second iterating ``train`` directly for ``args.steps`` steps."""
-    from napari_litenext.training import train
+    from napari_litenext.training.loop import train
 
     times: list[float] = []
     stop = {"now": False}
@@ -166,8 +166,8 @@ def main() -> int:
 
     import napari
     import torch
-    from napari_litenext._sample_data import load_sample
-    from napari_litenext._widgets._layers import LayerPair, training_samples
+    from napari_litenext.plugin.sample_data import load_sample
+    from napari_litenext.plugin.widgets._layers import LayerPair, training_samples
 
     if args.threads:
         torch.set_num_threads(args.threads)

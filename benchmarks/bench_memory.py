@@ -52,7 +52,7 @@ def _nuclei_probabilities(size: int):
 
 
 def child_postprocess(size: int) -> None:
-    from napari_litenext.postprocessing import postprocess
+    from napari_litenext.inference.postprocess import postprocess
 
     baseline = _rss_mb()
     prob = _nuclei_probabilities(size)
@@ -77,8 +77,8 @@ def child(case: str, size: int, threads: int | None) -> None:
         return
 
     from napari_litenext.config import InferenceConfig
-    from napari_litenext.model import LiteNeXt
-    from napari_litenext.prediction import predict
+    from napari_litenext.network.model import LiteNeXt
+    from napari_litenext.inference.predict import predict
 
     if threads:
         torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_litenext import reference_forward  # noqa: E402
 
-from napari_litenext.model import LiteNeXt  # noqa: E402
+from napari_litenext.network.model import LiteNeXt  # noqa: E402
 
 SIZE = 256
 

@@ -41,7 +41,7 @@ def run(args) -> int:
     from export_bundled import evaluate_run  # noqa: E402  (scripts folder)
     from train_bundled import dsb_samples, ph2_samples, SHARED
 
-    from napari_litenext.training import TrainConfig, train
+    from napari_litenext.training.loop import TrainConfig, train
 
     torch.set_num_threads(args.threads)
     data = DATA[args.dataset]

@@ -24,7 +24,7 @@ while ! mkdir "$OUT" 2>/dev/null; do  # mkdir fails if the folder exists: never 
   OUT="$base-$n"
 done
 
-mapfile -t IMAGES < <("$PY" -c 'from napari_litenext._sample_data import sample_image_paths
+mapfile -t IMAGES < <("$PY" -c 'from napari_litenext.plugin.sample_data import sample_image_paths
 print("\n".join(str(p) for p in sample_image_paths()))')
 
 MODEL=nuclei

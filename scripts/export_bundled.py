@@ -76,7 +76,7 @@ def _link_split(dataset: str, ids: list[str], mask_folder: str, suffix: str, tmp
 
 def evaluate_run(name: str, model, paper_only: bool = False) -> dict:
     """Test-split metrics of ``model``: paper protocol, and unless ``paper_only`` native and instances."""
-    from napari_litenext.evaluation import evaluate
+    from napari_litenext.inference.evaluate import evaluate
 
     dataset = "dsb2018" if name == "nuclei" else "ph2"
     split = json.loads((SHARED / "data" / dataset / "split.json").read_text())
@@ -144,7 +144,7 @@ def main() -> int:
                                                      "the validation split, never on test)")
     args = parser.parse_args()
 
-    from napari_litenext.checkpoint import load_checkpoint, save_checkpoint
+    from napari_litenext.network.checkpoint import load_checkpoint, save_checkpoint
     from napari_litenext.config import ModelCard
 
     ckpt = load_checkpoint(Path(args.run) / "best.pt")

@@ -87,7 +87,7 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_litenext.registry import bundled_models
+    from napari_litenext.network.registry import bundled_models
 
     tmp = Path(tempfile.mkdtemp(prefix="litenext-screens-"))
     magicgui._util.user_cache_dir = lambda *a, **k: tmp / "settings"

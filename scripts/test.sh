@@ -3,7 +3,7 @@
 # virtual X server so that the GUI tests draw real napari windows.
 #
 #   scripts/test.sh                      every test
-#   scripts/test.sh tests/test_reader.py -q   arguments go to pytest
+#   scripts/test.sh tests/plugin/test_reader.py -q   arguments go to pytest
 #
 # Qt runs on its xcb platform inside Xvfb (QT_QPA_PLATFORM=offscreen cannot draw layers).
 # LITENEXT_USE_DISPLAY=1 runs on the current $DISPLAY instead of a new Xvfb.

@@ -25,8 +25,8 @@ SHARED = Path(os.environ.get("LITENEXT_SHARED", REPO.parent / "shared"))
 
 
 def dsb_samples(ids, fixed: bool = True):
-    from napari_litenext.data import samples_from_arrays
-    from napari_litenext.io import read_image, read_mask
+    from napari_litenext.training.data import samples_from_arrays
+    from napari_litenext.io.images import read_image, read_mask
 
     root = SHARED / "data" / "dsb2018"
     changed = set((root / "fixes" / "changed_ids.txt").read_text().split()) if fixed else set()
@@ -38,7 +38,7 @@ def dsb_samples(ids, fixed: bool = True):
 
 
 def ph2_samples(ids):
-    from napari_litenext.data import samples_from_folders
+    from napari_litenext.training.data import samples_from_folders
 
     root = SHARED / "data" / "ph2"
     return samples_from_folders(root / "images", root / "masks", ids=ids)
@@ -67,7 +67,7 @@ def main() -> int:
 
     import torch
 
-    from napari_litenext.training import TrainConfig, train
+    from napari_litenext.training.loop import TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)

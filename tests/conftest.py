@@ -30,9 +30,9 @@ def random_checkpoint(tmp_path):
     """A random-weight LiteNeXt checkpoint (tile mode, 64 px tiles) for fast segmentation."""
     import torch
 
-    from napari_litenext.checkpoint import save_checkpoint
+    from napari_litenext.network.checkpoint import save_checkpoint
     from napari_litenext.config import InferenceConfig, ModelCard
-    from napari_litenext.model import LiteNeXt
+    from napari_litenext.network.model import LiteNeXt
 
     torch.manual_seed(0)
     path = tmp_path / "random.pt"

@@ -35,7 +35,7 @@ def test_import_pulls_in_no_torch_qt_or_napari():
     assert out["heavy"] == []
 
 
-@pytest.mark.parametrize("module", ["_reader", "_writer", "_sample_data", "config"])
+@pytest.mark.parametrize("module", ["plugin.reader", "plugin.writer", "plugin.sample_data", "config"])
 def test_napari_hook_modules_import_without_torch_or_qt(module):
     # napari imports these to read, write or open samples; torch would cost seconds each time.
     out = _probe(f"import napari_litenext.{module}")

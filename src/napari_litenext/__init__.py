@@ -17,34 +17,34 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "load_model": "registry",
-    "bundled_models": "registry",
-    "predict": "prediction",
-    "segment": "prediction",
-    "Prediction": "prediction",
-    "postprocess": "postprocessing",
-    "train": "training",
-    "TrainConfig": "training",
-    "evaluate": "evaluation",
-    "LiteNeXt": "model",
+    "load_model": "network.registry",
+    "bundled_models": "network.registry",
+    "predict": "inference.predict",
+    "segment": "inference.predict",
+    "Prediction": "inference.predict",
+    "postprocess": "inference.postprocess",
+    "train": "training.loop",
+    "TrainConfig": "training.loop",
+    "evaluate": "inference.evaluate",
+    "LiteNeXt": "network.model",
     "ModelConfig": "config",
     "InferenceConfig": "config",
     "ModelCard": "config",
-    "save_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "network.checkpoint",
+    "load_checkpoint": "network.checkpoint",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .network.checkpoint import load_checkpoint, save_checkpoint
     from .config import InferenceConfig, ModelCard, ModelConfig
-    from .evaluation import evaluate
-    from .model import LiteNeXt
-    from .postprocessing import postprocess
-    from .prediction import Prediction, predict, segment
-    from .registry import bundled_models, load_model
-    from .training import TrainConfig, train
+    from .inference.evaluate import evaluate
+    from .network.model import LiteNeXt
+    from .inference.postprocess import postprocess
+    from .inference.predict import Prediction, predict, segment
+    from .network.registry import bundled_models, load_model
+    from .training.loop import TrainConfig, train
 
 
 def __getattr__(name: str) -> Any:

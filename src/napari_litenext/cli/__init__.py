@@ -58,15 +58,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from ..checkpoint import CheckpointError
-    from ..preprocess import InputError
+    from ..network.checkpoint import CheckpointError
+    from ..inference.preprocess import InputError
 
-    from ..training import TrainingError
+    from ..training.loop import TrainingError
 
     user_errors: tuple[type[BaseException], ...] = (CliError, InputError, CheckpointError, FileNotFoundError,
                                                     TrainingError)
     try:
-        from ..io import ImageReadError
+        from ..io.images import ImageReadError
         user_errors += (ImageReadError,)
     except ImportError:
         pass

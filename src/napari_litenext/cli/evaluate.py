@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise CliError(f"--threshold must be between 0 and 1 (exclusive), got {args.threshold}")
 
-    from ..evaluation import evaluate_pairs
+    from ..inference.evaluate import evaluate_pairs
 
     steps = evaluate_pairs(args.model, args.images, args.masks, instances=args.instances,
                            protocol=args.protocol, threshold=args.threshold, device=args.device,

@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Print the list (or a card) on stdout; an unknown name is a one-line error."""
     from . import CliError
-    from ..registry import MODELS_DIR, bundled_models, model_card_text, model_summary
+    from ..network.registry import MODELS_DIR, bundled_models, model_card_text, model_summary
 
     models = bundled_models()
     if args.name is not None:

@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Run ``predict``; returns 0, or 1 when some inputs failed (each reported on one line)."""
     from . import CliError
-    from ..io import list_images
+    from ..io.images import list_images
 
     _check_numbers(args, CliError)
     files = list_images(args.inputs)
@@ -93,7 +93,7 @@ def _check_numbers(args: argparse.Namespace, CliError: type) -> None:
 
 def _plan_outputs(files: list[Path], outdir: Path, args: argparse.Namespace,
                   CliError: type) -> dict[Path, dict[str, Path]]:
-    from ..io import output_stem
+    from ..io.images import output_stem
 
     plans: dict[Path, dict[str, Path]] = {}
     owner: dict[str, Path] = {}
@@ -113,7 +113,7 @@ def _plan_outputs(files: list[Path], outdir: Path, args: argparse.Namespace,
 
 
 def _load(args: argparse.Namespace, CliError: type):
-    from ..registry import bundled_models, load_model
+    from ..network.registry import bundled_models, load_model
 
     source = args.model
     if source is None:
@@ -126,7 +126,7 @@ def _load(args: argparse.Namespace, CliError: type):
     try:
         model = load_model(source, device=args.device)
     except ValueError as exc:  # device errors; CheckpointError is a ValueError too and passes through
-        from ..checkpoint import CheckpointError
+        from ..network.checkpoint import CheckpointError
 
         if isinstance(exc, CheckpointError):
             raise
@@ -139,8 +139,8 @@ def _run_all(files: list[Path], plans: dict[Path, dict[str, Path]], model, model
     from tqdm import tqdm
 
     from .. import __version__
-    from ..io import ImageReadError
-    from ..preprocess import InputError
+    from ..io.images import ImageReadError
+    from ..inference.preprocess import InputError
 
     failures: list[Path] = []
     outer = not args.quiet and len(files) > 1
@@ -191,8 +191,8 @@ def _workdir(path: Path, args: argparse.Namespace):
 def _segment_one(path: Path, model, args: argparse.Namespace, position: int = 0, workdir: str | None = None):
     from tqdm import tqdm
 
-    from ..io import read_image_with_axes
-    from ..prediction import segment
+    from ..io.images import read_image_with_axes
+    from ..inference.predict import segment
 
     image, file_axes = read_image_with_axes(path, memory_map=workdir is not None)
     axes = args.axes or file_axes
@@ -221,8 +221,8 @@ def _segment_one(path: Path, model, args: argparse.Namespace, position: int = 0,
 def _write_outputs(outputs: dict[str, Path], image, prediction, settings: dict,
                    args: argparse.Namespace) -> None:
     """Write every output of one input; if one fails, remove those already written for it."""
-    from ..io import write_png, write_tiff
-    from ..postprocessing import overlay
+    from ..io.images import write_png, write_tiff
+    from ..inference.postprocess import overlay
 
     written: list[Path] = []
     try:
@@ -251,7 +251,7 @@ def _display_image(image, settings: dict, rows_per_chunk: int = 1024):
     """The segmented pixels as uint8 (grayscale or RGB), scaled by the model's intensity range."""
     import numpy as np
 
-    from ..preprocess import apply_range, select_channels
+    from ..inference.preprocess import apply_range, select_channels
 
     axes = settings["input_axes"]  # a 2D result: Y, X and maybe C, in any order
     image = image.transpose([axes.index(a) for a in "YXC" if a in axes])

@@ -65,10 +65,10 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..augment import AugmentConfig
-    from ..curves import plot_history
-    from ..data import samples_from_folders, split_samples
-    from ..training import TrainConfig, train
+    from ..training.augment import AugmentConfig
+    from ..training.curves import plot_history
+    from ..training.data import samples_from_folders, split_samples
+    from ..training.loop import TrainConfig, train
 
     out = Path(args.output)
     stems = _read_split(args.split) if args.split else None

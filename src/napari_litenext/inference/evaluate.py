@@ -1,0 +1,416 @@
+"""Scoring a model against ground truth: folders of images and masks, or label arrays in memory.
+
+Pairing rule (``pair_files``): an image and a mask belong together when their names match after
+removing the file ending (``.png``, ``.tif``, ``.ome.tif``, ...) and, from the mask's name only,
+one of the endings ``_mask``, ``_masks``, ``_label``, ``_labels``, ``_gt`` (the rule training uses).
+So ``cell7.png`` pairs with ``cell7.tif``, ``cell7_mask.png`` or ``cell7_labels.tif``. Images
+without masks, masks without images, two files claiming the same name, and size mismatches are all
+reported together in one error before anything is predicted.
+
+Masks may be binary ({0, 1}, {0, 255}) or label images; foreground is every value > 0. Object
+scores (``instances=True``) need labels: a binary mask is split into its 4-connected components,
+and the result says so once.
+
+Protocols:
+* ``"native"``: each image predicted as ``predict`` would (the model's own tile/resize settings),
+  scored at the image's size; every image counts (see ``metrics`` for empty masks);
+* ``"paper"``: the image is resized to 256 x 256 (bilinear with antialiasing, as training resizes,
+  keeping the pixel type so that normalisation is unchanged), predicted there, and compared with
+  the mask resized to 256 x 256 by nearest neighbour; images whose resized mask is empty are
+  skipped, as in the paper, and no minimum object size is applied (the paper scores the
+  thresholded network output).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..metrics import BINARY_KEYS, INSTANCE_KEYS, PAPER_SIZE, binary_scores, instance_scores, resize_nearest, \
+    summarise
+from .preprocess import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..network.model import LiteNeXt
+    from .predict import Progress
+
+__all__ = ["EvaluationError", "EvaluationResult", "pair_files", "evaluate_pairs", "evaluate", "evaluate_arrays",
+           "PROTOCOLS", "MASK_ENDINGS"]
+
+PROTOCOLS = ("native", "paper")
+# Must stay the rule of data.samples_from_folders, so that a folder pair trains and evaluates alike.
+MASK_ENDINGS = ("_mask", "_masks", "_label", "_labels", "_gt")
+_LABELLED_NOTE = ("binary masks were split into 4-connected components for object scores; touching "
+                  "objects in them count as one")
+
+
+class EvaluationError(InputError):
+    """The images and masks cannot be evaluated as given; the message lists every problem."""
+
+
+@dataclass
+class EvaluationResult:
+    """Scores of one evaluation.
+
+    Attributes:
+        rows: one dict per scored image: ``name`` and, when read from files, ``image`` and
+            ``mask`` paths, then ``dice``, ``iou``, ``precision``, ``recall`` and, for object
+            scores, ``f1_50``, ``precision_50``, ``recall_50``, ``aji``, ``n_pred``, ``n_gt``.
+        means: ``n_images`` (scored) and the mean of every score over ``rows``.
+        skipped: names of images left out (paper protocol: empty ground truth).
+        settings: protocol, instances, threshold, model name and SHA-256 where known.
+        notes: things the user should know, e.g. that binary masks were labelled.
+    """
+
+    rows: list[dict[str, Any]]
+    means: dict[str, float]
+    skipped: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible: the means at the top level, then settings, notes and ``per_image``."""
+        return {**self.means, "n_skipped": len(self.skipped), "skipped": list(self.skipped),
+                **self.settings, "notes": list(self.notes), "per_image": [dict(r) for r in self.rows]}
+
+    def write_json(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write ``to_dict()`` to ``path`` atomically.
+
+        Raises:
+            FileExistsError: ``path`` exists and ``overwrite`` is False.
+        """
+        from ..io.files import atomic_write
+
+        text = json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
+        return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=overwrite)
+
+    def table(self) -> str:
+        """A short plain-text summary: counts, then one line per mean score."""
+        n = self.means.get("n_images", 0)
+        head = f"{n} image{'s' if n != 1 else ''} scored"
+        if self.settings.get("protocol"):
+            head += f" ({self.settings['protocol']} protocol)"
+        if self.skipped:
+            head += f", {len(self.skipped)} skipped (empty ground truth)"
+        lines = [head]
+        width = max((len(k) for k in self.means if k != "n_images"), default=0)
+        for key, value in self.means.items():
+            if key == "n_images":
+                continue
+            shown = f"{value:.1f}" if key.startswith("n_") else f"{value:.4f}"
+            lines.append(f"  {key:<{width}}  {shown}")
+        lines.extend(f"note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+# ---------------------------------------------------------------- pairing
+
+def _image_key(path: Path) -> str:
+    from ..io.images import output_stem
+
+    return output_stem(path)
+
+
+def _mask_key(path: Path) -> str:
+    stem = _image_key(path)
+    for ending in sorted(MASK_ENDINGS, key=len, reverse=True):
+        if stem.endswith(ending) and len(stem) > len(ending):
+            return stem[: -len(ending)]
+    return stem
+
+
+def _index(folder: Path, key: Callable[[Path], str], problems: list[str]) -> dict[str, Path]:
+    from ..io.images import IMAGE_SUFFIXES
+
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:
+            found.setdefault(key(path), []).append(path)
+    for name, paths in found.items():
+        if len(paths) > 1:
+            problems.append(f"{name}: several files in {folder} ({', '.join(p.name for p in paths)}); keep one")
+    return {name: paths[0] for name, paths in found.items()}
+
+
+def pair_files(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
+    """Pair images with masks by name (rule in the module docstring) and check their sizes.
+
+    Sizes are read from the file headers, so no pixels are decoded here.
+
+    Returns:
+        ``(name, image_path, mask_path)`` sorted by name.
+
+    Raises:
+        EvaluationError: a folder is missing or holds no images; any unpaired, ambiguous,
+            unreadable or size-mismatched files (all listed in one message).
+    """
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    for label, folder in (("images", images_dir), ("masks", masks_dir)):
+        if not folder.is_dir():
+            raise EvaluationError(f"{label} folder not found: {folder}")
+    problems: list[str] = []
+    images = _index(images_dir, _image_key, problems)
+    masks = _index(masks_dir, _mask_key, problems)
+    if not images:
+        raise EvaluationError(f"no images found in {images_dir}")
+    for name in sorted(set(images) - set(masks)):
+        problems.append(f"{images[name].name}: no mask in {masks_dir} (expected {name}.png, {name}_mask.png, ...)")
+    for name in sorted(set(masks) - set(images)):
+        problems.append(f"{masks[name].name}: no image named {name}.* in {images_dir}")
+    pairs = [(name, images[name], masks[name]) for name in sorted(set(images) & set(masks))]
+    for name, image_path, mask_path in pairs:
+        try:
+            image_hw, mask_hw = _plane_shape(image_path), _plane_shape(mask_path)
+        except Exception as exc:  # any reader error: report with the others
+            problems.append(f"{name}: cannot read the file header ({str(exc).splitlines()[0][:120]})")
+            continue
+        if image_hw and mask_hw and image_hw != mask_hw:
+            problems.append(f"{name}: image is {image_hw[0]}x{image_hw[1]} but mask is {mask_hw[0]}x{mask_hw[1]}")
+    if problems:
+        shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
+        raise EvaluationError(f"{len(problems)} problem(s) pairing {images_dir} with {masks_dir}: "
+                              + "; ".join(shown))
+    return pairs
+
+
+def _plane_shape(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the header, or None when the layout does not say."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape = str(series.axes), tuple(series.shape)
+        if "Y" in axes and "X" in axes and len(axes) == len(shape):
+            return shape[axes.index("Y")], shape[axes.index("X")]
+        return None
+    from PIL import Image
+
+    with Image.open(path) as img:
+        width, height = img.size
+    return height, width
+
+
+# ---------------------------------------------------------------- scoring
+
+def _is_binary(mask: np.ndarray) -> bool:
+    fg = mask[mask > 0]
+    return fg.size == 0 or fg.min() == fg.max()
+
+
+def _as_labels(mask: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Instance labels and whether they had to be made from a binary mask."""
+    if mask.dtype == bool or _is_binary(mask):
+        from scipy import ndimage as ndi
+
+        labels, _ = ndi.label(mask > 0, output=np.int32)
+        return labels, True
+    return mask, False
+
+
+def _score(pred: np.ndarray, gt: np.ndarray, instances: bool) -> tuple[dict[str, Any], bool]:
+    """Scores of one pair and whether the ground truth had to be labelled."""
+    row: dict[str, Any] = dict(binary_scores(pred, gt))
+    labelled = False
+    if instances:
+        gt_labels, labelled = _as_labels(gt)
+        pred_labels, _ = _as_labels(pred)
+        row.update(instance_scores(pred_labels, gt_labels))
+    return row, labelled
+
+
+def evaluate_arrays(pred_labels_list: Sequence[np.ndarray], gt_labels_list: Sequence[np.ndarray],
+                    instances: bool = False, names: Sequence[str] | None = None,
+                    skip_empty: bool = False) -> EvaluationResult:
+    """Score predictions already in memory (e.g. two napari Labels layers); no model involved.
+
+    Args:
+        pred_labels_list: per image, a binary mask or label image (> 0 = foreground). A binary
+            prediction is split into connected components for object scores.
+        gt_labels_list: per image, the ground truth, same shape as its prediction.
+        instances: also compute object scores (F1 at IoU 0.5, AJI).
+        names: per image, for the rows; default ``"0"``, ``"1"``, ...
+        skip_empty: leave out images whose ground truth is empty (the paper's rule).
+
+    Raises:
+        ValueError: the lists differ in length, a pair differs in shape, or nothing is left to score.
+    """
+    preds, gts = list(pred_labels_list), list(gt_labels_list)
+    if len(preds) != len(gts):
+        raise ValueError(f"got {len(preds)} predictions but {len(gts)} ground truths; give one per image")
+    names = [str(i) for i in range(len(preds))] if names is None else [str(n) for n in names]
+    if len(names) != len(preds):
+        raise ValueError(f"got {len(names)} names for {len(preds)} images")
+    rows, skipped, labelled = [], [], False
+    for name, pred, gt in zip(names, preds, gts):
+        pred, gt = np.asarray(pred), np.asarray(gt)
+        if pred.shape != gt.shape:
+            raise ValueError(f"{name}: prediction is {pred.shape} but ground truth is {gt.shape}")
+        if skip_empty and not np.any(gt > 0):
+            skipped.append(name)
+            continue
+        scores, was_binary = _score(pred, gt, instances)
+        labelled |= was_binary
+        rows.append({"name": name, **scores})
+    if not rows:
+        raise ValueError("no image left to score: every ground truth is empty")
+    return EvaluationResult(rows, _means(rows), skipped, {"instances": bool(instances)},
+                            [_LABELLED_NOTE] if labelled else [])
+
+
+def _means(rows: list[dict[str, Any]]) -> dict[str, float]:
+    keys = [k for k in (*BINARY_KEYS, *INSTANCE_KEYS) if k in rows[0]]
+    return summarise([{k: r[k] for k in keys} for r in rows])
+
+
+# ---------------------------------------------------------------- with a model
+
+def _load_model(source: str | os.PathLike, device: Any) -> Any:
+    from ..network.registry import load_model
+
+    return load_model(source, device=device)
+
+
+def _predict_labels(image: np.ndarray, model: Any, *, instances: bool, threshold: float | None,
+                    device: Any, channel: int | None, should_stop: Callable[[], bool] | None,
+                    min_size: int | None = None) -> np.ndarray:
+    """Labels for one image exactly as ``predict`` makes them (a seam for tests)."""
+    from .predict import predict
+
+    return predict(image, model, instances=instances, threshold=threshold, device=device, channel=channel,
+                   should_stop=should_stop, min_size=min_size).labels
+
+
+def _progress(stage: str, done: int, total: int, message: str = "") -> Progress:
+    from .predict import Progress
+
+    return Progress(stage, done, total, message)
+
+
+def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear (antialiased) resize of H x W or H x W x C to size x size, keeping the dtype."""
+    import torch
+    import torch.nn.functional as F
+
+    if image.ndim not in (2, 3):
+        raise EvaluationError(f"the paper protocol needs 2D images (H x W or H x W x C), got shape {image.shape}")
+    chw = image[None] if image.ndim == 2 else np.moveaxis(image, 2, 0)
+    t = torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32))[None]
+    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    out = t[0].numpy()
+    out = out[0] if image.ndim == 2 else np.moveaxis(out, 0, 2)
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    elif image.dtype == bool:
+        out = out >= 0.5
+    return np.ascontiguousarray(out.astype(image.dtype))
+
+
+def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLike, masks: str | os.PathLike, *,
+                   instances: bool = False, protocol: str = "native", threshold: float | None = None,
+                   device: Any = None, channel: int | None = None,
+                   should_stop: Callable[[], bool] | None = None
+                   ) -> Generator[Progress, None, EvaluationResult]:
+    """Predict every image of a folder and score it against its mask, step by step.
+
+    Args:
+        model: a loaded LiteNeXt, or a bundled model name or checkpoint path (see ``load_model``).
+        images: folder of images (PNG, JPEG, BMP, TIFF).
+        masks: folder of masks paired by name (module docstring).
+        instances: also compute object scores (F1 at IoU 0.5, AJI).
+        protocol: ``"native"`` or ``"paper"`` (module docstring).
+        threshold: probability threshold; None uses the model's.
+        device: torch device; None picks one.
+        channel: channel to segment in multichannel images (as ``predict``).
+        should_stop: returns True to cancel; ``predict.Cancelled`` is raised.
+
+    Yields:
+        ``Progress("evaluate", done, total, name)`` before each image and once at the end.
+
+    Returns:
+        The ``EvaluationResult`` (via ``StopIteration.value``; ``evaluate`` does this for you).
+
+    Raises:
+        EvaluationError: unknown protocol, pairing problems, a prediction whose size differs from
+            its mask, or nothing left to score.
+        io.ImageReadError: a file cannot be read.
+    """
+    if protocol not in PROTOCOLS:
+        raise EvaluationError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    pairs = pair_files(images, masks)
+    if isinstance(model, (str, os.PathLike)):
+        model = _load_model(model, device)
+    from ..io.images import read_image, read_mask
+
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    notes: list[str] = []
+    total = len(pairs)
+    for done, (name, image_path, mask_path) in enumerate(pairs):
+        if should_stop is not None and should_stop():
+            from .predict import Cancelled
+
+            raise Cancelled("evaluation cancelled")
+        yield _progress("evaluate", done, total, name)
+        gt = read_mask(mask_path)
+        image = read_image(image_path)
+        if protocol == "paper":
+            gt = resize_nearest(gt, (PAPER_SIZE, PAPER_SIZE))
+            if not np.any(gt > 0):
+                skipped.append(name)
+                continue
+            image = _resize_image(image, PAPER_SIZE)
+        # The paper scores the thresholded network output: no minimum object size there.
+        pred = _predict_labels(image, model, instances=instances, threshold=threshold, device=device,
+                               channel=channel, should_stop=should_stop,
+                               min_size=0 if protocol == "paper" else None)
+        if pred.shape != gt.shape:
+            raise EvaluationError(f"{name}: prediction is {pred.shape} but the mask is {gt.shape}; "
+                                  "evaluate 2D images only (give channel= for multichannel images)")
+        scores, labelled = _score(pred, gt, instances)
+        if labelled and _LABELLED_NOTE not in notes:
+            notes.append(_LABELLED_NOTE)
+            yield _progress("evaluate", done, total, f"note: {_LABELLED_NOTE}")
+        rows.append({"name": name, "image": str(image_path), "mask": str(mask_path), **scores})
+    yield _progress("evaluate", total, total, "done")
+    if not rows:
+        raise EvaluationError(f"all {total} ground-truth masks are empty at {PAPER_SIZE}x{PAPER_SIZE}; the paper "
+                              "protocol skips those: use --protocol native")
+    inference = getattr(model, "inference", None)
+    card = getattr(model, "card", None)
+    settings = {
+        "protocol": protocol,
+        "instances": bool(instances),
+        "threshold": threshold if threshold is not None else getattr(inference, "threshold", None),
+        "model": getattr(card, "name", None),
+        "model_sha256": getattr(model, "sha256", None) or None,
+        "images": str(images),
+        "masks": str(masks),
+    }
+    return EvaluationResult(rows, _means(rows), skipped, settings, notes)
+
+
+def evaluate(model: LiteNeXt | str | os.PathLike, images: str | os.PathLike, masks: str | os.PathLike,
+             **kwargs: Any) -> EvaluationResult:
+    """``evaluate_pairs`` run to the end; same arguments, returns its ``EvaluationResult``."""
+    steps = evaluate_pairs(model, images, masks, **kwargs)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value

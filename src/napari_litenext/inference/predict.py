@@ -1,0 +1,370 @@
+"""Segmenting images as users have them: any size, dtype, channel layout or stack.
+
+``segment`` is a generator that yields ``Progress`` events and returns a ``Prediction``; it lets a
+GUI show progress and cancel between batches. ``predict`` runs it to the end.
+
+Memory: the intensity range is computed once on the whole image (subsampled) and applied per
+tile, so no full-size float copy of the input is ever made. Full-size arrays are the input (as
+given), the float32 probability map (4 bytes/pixel) and the labels (1 byte/pixel, or 4 with
+instances); on CPU the network sees at most a quarter megapixel (one 512 x 512 tile) per call.
+With ``workdir`` the two outputs are memory-mapped files and a memory-mapped input (see
+``io.read_image_with_axes``) is read tile by tile, so a stack larger than RAM needs memory for
+only a few slices at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..config import MODES, InferenceConfig
+from .postprocess import postprocess_slice
+from .preprocess import InputError, intensity_range, select_channels, to_network_input
+from .tiling import TileGrid, resize_bilinear
+
+__all__ = ["Progress", "Prediction", "Cancelled", "segment", "predict", "infer_axes", "MIN_IMAGE_SIZE"]
+
+#: Smallest height and width accepted (the network's minimum).
+MIN_IMAGE_SIZE = 16
+# Pixels per network call on CPU: batching gains little there, while activations cost about
+# 0.5 KB per pixel, so a cap keeps peak memory near 130 MB whatever ``batch_size`` says.
+_CPU_BATCH_PIXELS = 512 * 512
+_AXIS_ALIASES = {"S": "C"}
+
+
+class Cancelled(Exception):
+    """Raised by ``segment``/``predict`` when ``should_stop()`` returned True."""
+
+
+@dataclass
+class Progress:
+    """A step of ``segment``.
+
+    Attributes:
+        stage: ``"tiles"`` (tile mode), ``"slices"`` (resize mode) or ``"postprocess"``.
+        done: units of this stage finished.
+        total: units in this stage.
+        message: human-readable summary.
+    """
+
+    stage: str
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass
+class Prediction:
+    """Result of ``predict``.
+
+    Attributes:
+        probabilities: float32 foreground probability, the input's shape without the channel axis
+            (axes in ``settings["axes"]``).
+        labels: same shape; uint8 0/1, or int32 instance ids with ``instances=True``.
+        settings: everything that determined the result (model name and sha256, mode, threshold,
+            normalisation range, axes, ...), JSON-serialisable.
+    """
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def infer_axes(shape: tuple[int, ...], channel: int | None = None) -> str:
+    """The axes ``predict`` assumes for an array of ``shape`` when none are given.
+
+    ===================================  ======
+    shape                                axes
+    ===================================  ======
+    (Y, X)                               YX
+    (Y, X, 3 or 4)                       YXC
+    (Y, X, c < 16), ``channel`` given    YXC
+    (c < 16, Y, X), ``channel`` given    CYX
+    (Z, Y, X) otherwise                  ZYX
+    (Z, Y, X, 3 or 4)                    ZYXC
+    (Z, Y, X, c < 16), ``channel`` given ZYXC
+    ===================================  ======
+
+    Raises:
+        InputError: any other shape; the message asks for ``axes=`` or ``channel=``.
+    """
+    ndim = len(shape)
+    if ndim == 2:
+        return "YX"
+    last = shape[-1] if ndim else 0
+    if ndim == 3:
+        if last in (3, 4) or (channel is not None and last < MIN_IMAGE_SIZE):
+            return "YXC"
+        if last < MIN_IMAGE_SIZE:
+            raise InputError(f"image of shape {shape} looks like {last} channels: choose one with "
+                             f"channel=<0..{last - 1}> (--channel), or give axes= (--axes), e.g. 'ZYX'")
+        if channel is not None and shape[0] < MIN_IMAGE_SIZE:
+            return "CYX"
+        return "ZYX"
+    if ndim == 4 and (last in (3, 4) or (channel is not None and last < MIN_IMAGE_SIZE)):
+        return "ZYXC"
+    if ndim < 2:
+        raise InputError(f"expected an image with at least 2 dimensions (Y, X), got shape {shape}")
+    raise InputError(f"cannot tell the axes of a {ndim}-D image of shape {shape}: give axes= "
+                     "(--axes) with one letter per dimension from T, Z, C, Y, X, e.g. 'ZCYX' or 'TZYX'")
+
+
+def _check_axes(axes: str, shape: tuple[int, ...]) -> str:
+    text = "".join(_AXIS_ALIASES.get(a, a) for a in str(axes).strip().upper())
+    if len(text) != len(shape):
+        raise InputError(f"axes={axes!r} has {len(text)} letters but the image has {len(shape)} "
+                         f"dimensions (shape {shape}); give one letter per dimension")
+    bad = sorted(set(text) - set("TZCYX"))
+    if bad:
+        raise InputError(f"axes={axes!r} has unknown letter(s) {''.join(bad)}; use T, Z, C, Y, X")
+    if len(set(text)) != len(text):
+        raise InputError(f"axes={axes!r} repeats a letter; each of T, Z, C, Y, X may appear once")
+    if "Y" not in text or "X" not in text:
+        raise InputError(f"axes={axes!r} must contain Y and X")
+    return text
+
+
+def _channel_view(array: np.ndarray, has_channels: bool, channel: int | None) -> np.ndarray:
+    """The pixels that are segmented (a view): the chosen channel, or RGB without alpha."""
+    if not has_channels:
+        return array
+    n = array.shape[-1]
+    if channel is not None:
+        return array[..., channel]
+    if n == 1:
+        return array[..., 0]
+    return array[..., :3]
+
+
+def segment(image: np.ndarray, model: Any, *, axes: str | None = None, channel: int | None = None,
+            threshold: float | None = None, instances: bool = False, min_size: int | None = None,
+            mode: str | None = None, tile_size: int | None = None, tile_overlap: float | None = None,
+            batch_size: int = 8, device: Any = None, should_stop: Callable[[], bool] | None = None,
+            workdir: str | os.PathLike | None = None) -> Generator[Progress, None, Prediction]:
+    """Segment an image, yielding progress; the generator's return value is the ``Prediction``.
+
+    Args:
+        image: a 2D image or a stack, any integer, float or bool dtype (see ``infer_axes``).
+        model: a LiteNeXt (from ``load_model``) carrying ``.inference``; any torch module mapping
+            B x 3 x H x W in [0, 1] to B x 1 x H x W logits works.
+        axes: one letter per dimension from T, Z, C, Y, X (e.g. ``"CYX"``, ``"ZYXC"``); inferred
+            when None. T and Z axes are processed slice by slice into one output stack.
+        channel: index of the channel to segment in multichannel images; None uses RGB (alpha
+            dropped) for 3/4 channels and requires a choice otherwise.
+        threshold, min_size, mode, tile_size, tile_overlap: None takes the model's
+            ``inference`` setting. ``mode`` is ``"tile"`` (native resolution, overlapping tiles
+            blended smoothly) or ``"resize"`` (whole image resized to ``inference.input_size``).
+        instances: also split touching objects into numbered instances.
+        batch_size: most tiles (or slices) per network call; on CPU also capped by pixel count.
+        device: torch device for the model (moved there); None keeps the model where it is.
+        should_stop: called before each batch; returning True raises ``Cancelled``.
+        workdir: an existing folder for disk-backed outputs: the probabilities and labels are then
+            memory-mapped ``.npy`` files there instead of arrays in memory. The caller removes the
+            folder once done with the ``Prediction``.
+
+    Yields:
+        ``Progress`` after each batch and each post-processed slice.
+
+    Returns:
+        ``Prediction`` (as the generator's ``StopIteration.value``).
+
+    Raises:
+        InputError: an unusable image or setting (wrong dimensions, smaller than 16 x 16, NaN or
+            infinite values, unknown axes, channel out of range, bad tile size, ...).
+        Cancelled: ``should_stop()`` returned True.
+    """
+    import torch
+
+    image = np.asarray(image)
+    inference: InferenceConfig = getattr(model, "inference", None) or InferenceConfig()
+    threshold = inference.threshold if threshold is None else float(threshold)
+    min_size = inference.min_size if min_size is None else int(min_size)
+    mode = inference.mode if mode is None else mode
+    tile_size = inference.tile_size if tile_size is None else int(tile_size)
+    tile_overlap = inference.tile_overlap if tile_overlap is None else float(tile_overlap)
+    _check_settings(threshold, min_size, mode, tile_size, tile_overlap, batch_size)
+
+    if image.ndim < 2:
+        raise InputError(f"expected an image with at least 2 dimensions (Y, X), got shape {image.shape}")
+    axes = _check_axes(axes, image.shape) if axes is not None else infer_axes(image.shape, channel)
+    has_c = "C" in axes
+    stack_axes = "".join(a for a in axes if a not in "CYX")
+    order = [axes.index(a) for a in stack_axes + "YX" + ("C" if has_c else "")]
+    arranged = image.transpose(order)  # a view: stack axes, Y, X, [C]
+    stack_shape = arranged.shape[:len(stack_axes)]
+    height, width = arranged.shape[len(stack_axes):len(stack_axes) + 2]
+    if height < MIN_IMAGE_SIZE or width < MIN_IMAGE_SIZE:
+        raise InputError(f"image is {height} x {width} pixels (axes {axes}, shape {image.shape}); "
+                         f"segmentation needs at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}")
+    if arranged.size == 0:
+        raise InputError(f"image is empty (shape {image.shape})")
+    select_channels(arranged[(0,) * len(stack_axes)][:1, :1], channel)  # validates the channel choice
+    pixels = _channel_view(arranged, has_c, channel)
+    value_range = intensity_range(pixels, inference)
+
+    dev = _place_model(model, device, torch)
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    try:
+        slices = list(np.ndindex(*stack_shape)) if stack_shape else [()]
+        probabilities = _allocate(workdir, "probabilities", stack_shape + (height, width), np.float32)
+        settings = {
+            "model": getattr(getattr(model, "card", None), "name", None) or type(model).__name__,
+            "sha256": getattr(model, "sha256", "") or "",
+            "mode": mode, "threshold": threshold, "instances": bool(instances), "min_size": min_size,
+            "axes": stack_axes + "YX", "input_axes": axes, "channel": channel,
+            "normalisation": inference.normalisation, "value_range": [value_range[0], value_range[1]],
+            "invert": inference.invert, "device": str(dev),
+        }
+        run = _Runner(model, dev, torch, should_stop)
+
+        if mode == "tile":
+            overlap = int(round(tile_overlap * tile_size))
+            grid = TileGrid(height, width, tile_size, overlap)
+            settings.update(tile_size=tile_size, tile_overlap=tile_overlap)
+            per_batch = _batch_limit(batch_size, grid.tile_shape, dev)
+            work = [(s, t) for s in slices for t in grid]
+            for start in range(0, len(work), per_batch):
+                batch = work[start:start + per_batch]
+                inputs = np.stack([to_network_input(pixels[s][t.slices], inference, None, value_range)
+                                   for s, t in batch])
+                probs = run(inputs)
+                for (s, t), p in zip(batch, probs):
+                    grid.accumulate(probabilities[s], t, p)
+                done = start + len(batch)
+                yield Progress("tiles", done, len(work), f"{done}/{len(work)} tiles")
+        else:
+            size = inference.input_size
+            settings.update(input_size=size)
+            per_batch = _batch_limit(batch_size, (size, size), dev)
+            for start in range(0, len(slices), per_batch):
+                batch = slices[start:start + per_batch]
+                inputs = np.stack([to_network_input(resize_bilinear(pixels[s], size, size), inference, None,
+                                                    value_range) for s in batch])
+                probs = run(inputs)
+                for s, p in zip(batch, probs):
+                    resize_bilinear(p, height, width, out=probabilities[s])
+                done = start + len(batch)
+                yield Progress("slices", done, len(slices), f"{done}/{len(slices)} slices")
+        np.clip(probabilities, 0.0, 1.0, out=probabilities)  # blending and resizing may round past [0, 1]
+
+        labels = _allocate(workdir, "labels", probabilities.shape, np.int32 if instances else np.uint8)
+        next_id = 1
+        for i, s in enumerate(slices):
+            run.check_stop()
+            out = labels[s]
+            postprocess_slice(probabilities[s], threshold, instances, min_size, True, out=out)
+            if instances:
+                n = int(out.max(initial=0))
+                if next_id > 1 and n:
+                    out[out > 0] += next_id - 1
+                next_id += n
+            yield Progress("postprocess", i + 1, len(slices), f"post-processed {i + 1}/{len(slices)}")
+        return Prediction(probabilities, labels, settings)
+    finally:
+        if was_training:  # e.g. a preview during training: hand the model back as it came
+            model.train()
+
+
+def predict(image: np.ndarray, model: Any, **kwargs: Any) -> Prediction:
+    """Segment ``image`` with ``model`` and return the ``Prediction``.
+
+    Takes the same keyword arguments as ``segment`` (``axes``, ``channel``, ``threshold``,
+    ``instances``, ``min_size``, ``mode``, ``tile_size``, ``tile_overlap``, ``batch_size``,
+    ``device``, ``should_stop``) and raises the same errors.
+    """
+    gen = segment(image, model, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _allocate(workdir: str | os.PathLike | None, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A zeroed output array: in memory, or a memory-mapped ``<workdir>/<name>.npy``."""
+    if workdir is None:
+        return np.zeros(shape, dtype=dtype)
+    folder = os.fspath(workdir)
+    if not os.path.isdir(folder):
+        raise InputError(f"workdir {folder} is not an existing folder; create it or pass workdir=None")
+    path = os.path.join(folder, f"{name}.npy")
+    # A new file reads as zeros without being written, so allocation costs no memory and no I/O.
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    # The file is sparse: without reserving its blocks now, a full disk would surface later as a
+    # SIGBUS crash on some write into the map instead of this one clear error.
+    if hasattr(os, "posix_fallocate"):
+        size = os.path.getsize(path)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            del array
+            os.unlink(path)
+            error = OSError(f"not enough free disk space for the {name} ({size / 2**20:.1f} MB) in {folder}: "
+                            "free some space or write the results to another disk")
+            error.errno = exc.errno
+            raise error from None
+        finally:
+            os.close(fd)
+    return array
+
+
+def _check_settings(threshold: float, min_size: int, mode: str, tile_size: int, tile_overlap: float,
+                    batch_size: int) -> None:
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
+    if min_size < 0:
+        raise InputError(f"min_size must be >= 0, got {min_size}")
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if tile_size < 16 or tile_size % 16:
+        raise InputError(f"tile_size must be a multiple of 16 and at least 16, got {tile_size}")
+    if not 0.0 <= tile_overlap < 0.5:
+        raise InputError(f"tile_overlap must be in [0, 0.5), got {tile_overlap}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def _place_model(model: Any, device: Any, torch: Any):
+    if device is None:
+        param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        return param.device if param is not None else torch.device("cpu")
+    from ..network.device import resolve_device
+
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    model.to(dev)
+    return dev
+
+
+def _batch_limit(batch_size: int, tile_shape: tuple[int, int], dev: Any) -> int:
+    if dev.type != "cpu":
+        return batch_size
+    return max(1, min(batch_size, _CPU_BATCH_PIXELS // max(1, math.prod(tile_shape))))
+
+
+class _Runner:
+    """Runs the network on a numpy batch: N x 3 x H x W float32 in, N x H x W probabilities out."""
+
+    def __init__(self, model: Any, dev: Any, torch: Any, should_stop: Callable[[], bool] | None) -> None:
+        self.model, self.dev, self.torch, self.should_stop = model, dev, torch, should_stop
+
+    def check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled("segmentation cancelled")
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        self.check_stop()
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(inputs).to(self.dev)
+            logits = self.model(x)
+            return torch.sigmoid(logits[:, 0].float()).cpu().numpy()

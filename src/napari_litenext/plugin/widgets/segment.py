@@ -1,0 +1,366 @@
+"""The Segment widget: run a LiteNeXt model on an Image layer in a thread worker.
+
+Output is one Labels layer named ``"<image> labels"`` with the image's scale and translate (one
+stack for a stack), and optionally a ``"<image> probability"`` Image layer. Running again on the
+same image replaces those layers' data. Changing the threshold, minimum size or instance splitting
+afterwards re-runs only the post-processing on the kept probabilities, not the network.
+"""
+
+# No "from __future__ import annotations": magicgui reads the settings functions' annotations as types.
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui import magicgui
+from magicgui.widgets import Container, PushButton
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils import cancelable_progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from ._common import DEVICES, FILE_CHOICE, LayerChoices, RunStopper, load_model_cached, model_choices, \
+    report_error, resolve_model_choice, status_label
+from ._layers import full_resolution, layer_axes, output_geometry
+from ._state import session_models
+
+__all__ = ["SegmentWidget", "segment_settings"]
+
+_REAPPLY_DELAY_MS = 200
+
+
+def segment_settings(model: str = FILE_CHOICE, model_file: Path = Path(""), threshold: float = 0.5,
+                     instances: bool = True, min_size: int = 0, probabilities: bool = False,
+                     device: str = "auto") -> None:
+    """Settings of the Segment widget (kept between sessions by magicgui's ``persist``)."""
+
+
+_SETTINGS_OPTIONS: dict[str, dict[str, Any]] = {
+    "model": {"widget_type": "ComboBox", "choices": lambda _w: model_choices(),
+              "tooltip": "bundled models, models trained in this session, or a checkpoint file"},
+    "model_file": {"label": "model file", "mode": "r", "filter": "*.pt *.pth *.ckpt", "visible": False},
+    "threshold": {"widget_type": "FloatSlider", "min": 0.01, "max": 0.99, "step": 0.01,
+                  "tooltip": "probability above which a pixel is foreground; changing it re-applies "
+                             "post-processing without re-running the network"},
+    "instances": {"label": "split instances",
+                  "tooltip": "number touching objects separately (watershed of the distance map)"},
+    "min_size": {"label": "minimum size", "min": 0, "max": 1_000_000, "step": 1,
+                 "tooltip": "remove objects smaller than this many pixels"},
+    "probabilities": {"label": "probability layer", "tooltip": "also add the probability map as an Image layer"},
+    "device": {"widget_type": "ComboBox", "choices": DEVICES,
+               "tooltip": "auto: CUDA GPU, then Apple MPS, then the CPU"},
+}
+
+
+@dataclass
+class _Result:
+    """What the last run left, so that post-processing can be re-applied."""
+
+    image_name: str
+    labels: Labels
+    probabilities: np.ndarray
+    settings: dict[str, Any]
+    model_source: str
+
+
+class SegmentWidget(QWidget):
+    """Segment an Image layer with a bundled, session-trained or file model."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._layers = LayerChoices(napari_viewer)
+        self.image = self._layers.combo(Image, "image", tooltip="2D, RGB, stacks (slice by slice), dask/zarr layers")
+        self.settings = magicgui(segment_settings, persist=True, call_button=False, **_SETTINGS_OPTIONS)
+        self.run_button = PushButton(text="Segment")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = status_label(2)
+        buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
+        picker = Container(widgets=[self.image])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        for widget in (picker, self.settings, buttons, self.status):
+            layout.addWidget(widget.native)
+        layout.addStretch(1)
+
+        self.worker: Any = None
+        self._runs = RunStopper(self, self.cancel)
+        self.post_worker: Any = None
+        self.last: _Result | None = None
+        self.last_error: str | None = None
+        self._stop = None
+        self._progress: Any = None
+        self._pending_reapply = False
+        self._job: dict[str, Any] = {}
+        self._reapply_timer = QTimer(self)
+        self._reapply_timer.setSingleShot(True)
+        self._reapply_timer.timeout.connect(self._reapply)
+
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.settings.model.changed.connect(self._on_model_changed)
+        for name in ("threshold", "min_size", "instances"):
+            getattr(self.settings, name).changed.connect(self._schedule_reapply)
+        session_models.changed.connect(self._on_session_models)
+        self._default_to_bundled()
+        self._on_model_changed()
+
+    def _default_to_bundled(self) -> None:
+        """Without a remembered choice, start on the first bundled model rather than a file field."""
+        from ...network.registry import bundled_models
+
+        s = self.settings
+        unset = s.model.value == FILE_CHOICE and str(s.model_file.value or "").strip() in ("", ".")
+        names = list(bundled_models())
+        if unset and names:
+            s.model.value = names[0]
+
+    # ------------------------------------------------------------------ choices
+
+    def reset_choices(self, *_: Any) -> None:
+        """Re-read layers and models (napari calls this when layers change)."""
+        self._layers.reset()
+        self.settings.model.reset_choices()
+
+    def _on_session_models(self) -> None:
+        try:
+            self.settings.model.reset_choices()
+        except RuntimeError:  # widget already deleted
+            session_models.changed.disconnect(self._on_session_models)
+
+    def _on_model_changed(self, *_: Any) -> None:
+        self.settings.model_file.visible = self.settings.model.value == FILE_CHOICE
+
+    def select_model(self, source: str | Path) -> None:
+        """Choose a model by bundled name or checkpoint path (a session model, or else a file)."""
+        self.settings.model.reset_choices()
+        text = str(Path(source).resolve()) if Path(str(source)).exists() else str(source)
+        values = [value for _, value in model_choices()]
+        if text in values:
+            self.settings.model.value = text
+        else:
+            self.settings.model.value = FILE_CHOICE
+            self.settings.model_file.value = Path(text)
+
+    # ------------------------------------------------------------------ running
+
+    @property
+    def running(self) -> bool:
+        """A segmentation is in progress."""
+        return self.worker is not None
+
+    def run(self, *_: Any) -> None:
+        """Segment the chosen image with the chosen model in a thread worker."""
+        if self.running:
+            show_info("LiteNeXt: a segmentation is already running; cancel it first")
+            return
+        layer = self.image.value
+        if layer is None:
+            self._fail("no Image layer: open an image (File > Open, or File > Open Sample > LiteNeXt) and "
+                       "choose it under 'image'")
+            return
+        try:
+            source = resolve_model_choice(self.settings.model.value, self.settings.model_file.value)
+        except ValueError as exc:
+            self._fail(str(exc))
+            return
+        data = full_resolution(layer.data, getattr(layer, "multiscale", False))
+        s = self.settings
+        kwargs = {"threshold": float(s.threshold.value), "instances": bool(s.instances.value),
+                  "min_size": int(s.min_size.value)}
+        try:
+            kwargs["axes"] = layer_axes(len(data.shape), layer.rgb)
+        except ValueError as exc:
+            self._fail(f"layer {layer.name!r}: {exc}")
+            return
+        device = str(s.device.value)
+        self._stop, should_stop = self._runs.new_run()
+        self.last_error = None
+        self._job = {"layer": layer, "source": source, "started": time.perf_counter(),
+                     "probabilities": bool(s.probabilities.value)}
+        self._progress = cancelable_progress(total=0, desc="LiteNeXt: loading model", cancel_callback=self.cancel)
+        self.worker = create_worker(_segment_job, data, source, device, kwargs, should_stop, _start_thread=False,
+                                    _ignore_errors=True)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_result)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = f"segmenting {layer.name!r}..."
+        self.worker.start()
+
+    def segment_with(self, source: str | Path, layer: Image | None = None) -> None:
+        """Choose ``source`` (and ``layer`` if given) and run: the Train widget's one-click path."""
+        self.select_model(source)
+        if layer is not None:
+            self._layers.reset()
+            self.image.value = layer
+        self.run()
+
+    def cancel(self, *_: Any) -> None:
+        """Ask the running segmentation to stop at its next batch; nothing is added."""
+        if not self.running:
+            return
+        if self._stop is not None:
+            self._stop.set()
+        self.cancel_button.enabled = False
+        self.status.value = "cancelling..."
+
+    def _fail(self, message: str) -> None:
+        self.last_error = message
+        self.status.value = message
+        show_error(f"LiteNeXt Segment: {message}")
+
+    def _on_progress(self, step: Any) -> None:
+        bar = self._progress
+        if bar is None or self._job.get("done"):
+            return
+        # Status first: napari's progress bar processes pending events while it updates, which
+        # can run _on_result and _on_finished in the middle of this call.
+        self.status.value = step.message
+        if step.stage == "model":
+            bar.set_description(f"LiteNeXt: {step.message}")
+            return
+        if bar.total != step.total:
+            bar.total = step.total
+            bar.n = 0
+            bar.set_description(f"LiteNeXt: {step.stage}")
+        bar.update(step.done - bar.n)
+
+    def _on_result(self, prediction: Any) -> None:
+        job = self._job
+        job["done"] = True
+        layer = job["layer"]
+        if layer not in self.viewer.layers:
+            self._fail(f"layer {layer.name!r} was removed while it was segmented; nothing added")
+            return
+        settings = dict(prediction.settings, source_layer=layer.name, model_source=job["source"])
+        scale, translate = output_geometry(layer.scale, layer.translate, layer.rgb, settings["input_axes"],
+                                           settings["axes"])
+        labels = self._put_labels(layer.name, prediction.labels, settings, scale, translate)
+        if job["probabilities"]:
+            self._put_probabilities(layer.name, prediction.probabilities, settings, scale, translate)
+        self.last = _Result(layer.name, labels, prediction.probabilities, settings, job["source"])
+        seconds = time.perf_counter() - job["started"]
+        self.status.value = f"{_describe(prediction.labels, settings)} in {seconds:.1f} s ({settings['device']})"
+
+    def _on_error(self, exc: BaseException) -> None:
+        from ...inference.predict import Cancelled
+
+        self._job["done"] = True
+        if isinstance(exc, Cancelled):
+            self.status.value = "cancelled; nothing was added"
+            show_info("LiteNeXt: segmentation cancelled")
+            return
+        self.last_error = report_error("LiteNeXt Segment", exc)
+        self.status.value = self.last_error
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+
+    # ------------------------------------------------------------------ outputs
+
+    def _find_output(self, name: str, kind: type) -> Any:
+        for existing in self.viewer.layers:
+            if isinstance(existing, kind) and existing.name == name and "litenext" in existing.metadata:
+                return existing
+        return None
+
+    def _put_labels(self, image_name: str, labels: np.ndarray, settings: dict[str, Any], scale: list[float],
+                    translate: list[float]) -> Labels:
+        return self._put_layer(Labels, f"{image_name} labels", labels, settings, scale, translate,
+                               self.viewer.add_labels)
+
+    def _put_probabilities(self, image_name: str, probabilities: np.ndarray, settings: dict[str, Any],
+                           scale: list[float], translate: list[float]) -> Image:
+        return self._put_layer(Image, f"{image_name} probability", probabilities, settings, scale, translate,
+                               self.viewer.add_image, colormap="magma", contrast_limits=(0.0, 1.0),
+                               blending="additive", visible=True)
+
+    def _put_layer(self, kind: type, name: str, data: np.ndarray, settings: dict[str, Any], scale: list[float],
+                   translate: list[float], add: Any, **style: Any) -> Any:
+        """Update our earlier output layer of that name in place, or add a new one."""
+        existing = self._find_output(name, kind)
+        if existing is not None and existing.ndim == data.ndim:
+            existing.data = data
+            existing.scale, existing.translate = scale, translate
+            existing.metadata["litenext"] = settings
+            return existing
+        return add(data, name=name, scale=scale, translate=translate, metadata={"litenext": settings}, **style)
+
+    # ------------------------------------------------------------------ re-applying post-processing
+
+    def _reapplicable(self) -> bool:
+        last = self.last
+        if last is None or last.labels not in self.viewer.layers:
+            return False
+        try:
+            source = resolve_model_choice(self.settings.model.value, self.settings.model_file.value)
+        except ValueError:
+            return False
+        return source == last.model_source and not self.running
+
+    def _schedule_reapply(self, *_: Any) -> None:
+        if self._reapplicable():
+            self._reapply_timer.start(_REAPPLY_DELAY_MS)
+
+    def _reapply(self) -> None:
+        if not self._reapplicable():
+            return
+        if self.post_worker is not None:
+            self._pending_reapply = True
+            return
+        from ...inference.postprocess import postprocess
+
+        s = self.settings
+        threshold, instances, min_size = float(s.threshold.value), bool(s.instances.value), int(s.min_size.value)
+        last = self.last
+        self.post_worker = create_worker(postprocess, last.probabilities, threshold, instances, min_size,
+                                         _start_thread=False, _ignore_errors=True)
+
+        def done(labels: np.ndarray) -> None:
+            if last.labels in self.viewer.layers:
+                last.labels.data = labels
+                last.settings.update(threshold=threshold, instances=instances, min_size=min_size)
+                last.labels.metadata["litenext"] = dict(last.settings)
+                self.status.value = f"re-applied: {_describe(labels, last.settings)}"
+
+        def finished() -> None:
+            self.post_worker = None
+            if self._pending_reapply:
+                self._pending_reapply = False
+                self._reapply()
+
+        self.post_worker.returned.connect(done)
+        self.post_worker.errored.connect(lambda exc: report_error("LiteNeXt post-processing", exc))
+        self.post_worker.finished.connect(finished)
+        self.post_worker.start()
+
+
+def _describe(labels: np.ndarray, settings: dict[str, Any]) -> str:
+    if settings.get("instances"):
+        return f"{int(labels.max(initial=0))} objects"  # ids are numbered 1..N
+    return f"{100.0 * float(np.count_nonzero(labels)) / max(1, labels.size):.1f}% foreground"
+
+
+def _segment_job(data: Any, source: str, device: str, kwargs: dict[str, Any], should_stop: Any):
+    """Thread-worker generator: load the model, then ``predict.segment``; returns the Prediction."""
+    from ...inference.predict import Progress, segment
+
+    yield Progress("model", 0, 1, f"loading model {Path(source).name if '/' in source else source}")
+    model = load_model_cached(source, device)
+    name = getattr(getattr(model, "card", None), "name", None) or Path(source).stem
+    dev = next(model.parameters()).device
+    yield Progress("model", 1, 1, f"segmenting with {name} on {dev}")
+    prediction = yield from segment(data, model, should_stop=should_stop, **kwargs)
+    return prediction

@@ -1,0 +1,336 @@
+"""Training data: image/mask pairs from folders or arrays, checked, normalised and batched.
+
+Images are normalised once, with the same ``InferenceConfig`` the trained model will store, so
+training and inference see identical intensities. Two sampling modes match the two inference modes:
+
+* ``"tile"``: random patches at native resolution (nuclei); an image contributes patches in
+  proportion to its area, so one large painted image trains as well as many small ones;
+* ``"resize"``: every image resized to the patch size (the paper's protocol; skin lesions).
+
+Batches are built on the CPU from in-memory arrays and augmented on the training device
+(``augment.py``), so a GPU never waits on Python-side image processing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..config import InferenceConfig
+from ..inference.preprocess import InputError, select_channels, to_network_input
+
+__all__ = ["Sample", "DataError", "as_foreground", "samples_from_arrays", "samples_from_folders",
+           "split_samples", "PreparedSet", "prepare"]
+
+MASK_SUFFIX_HINTS = ("", "_mask", "_masks", "_label", "_labels", "_gt")
+
+
+class DataError(InputError):
+    """Training data that cannot be used as given; the message lists the offending files or layers."""
+
+
+@dataclass
+class Sample:
+    """One training pair.
+
+    Attributes:
+        image: H x W or H x W x C, raw values as loaded.
+        mask: H x W bool foreground.
+        name: file stem or layer name, used in messages.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    name: str
+
+
+def as_foreground(mask: np.ndarray, name: str = "mask") -> np.ndarray:
+    """Foreground of a binary or instance-label mask: ``mask > 0`` as an H x W bool array.
+
+    Accepts bool, {0, 1}, {0, 255} and non-negative integer labels; H x W x C masks whose channels
+    are identical (masks saved as RGB) are reduced to one channel.
+
+    Raises:
+        DataError: negative or fractional values, NaN, differing channels, or not 2D.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[2] in (1, 3, 4):
+        channels = mask[:, :, :3] if mask.shape[2] == 4 else mask
+        if not (channels == channels[:, :, :1]).all():
+            raise DataError(f"{name}: mask has differing colour channels; save it as a single-channel "
+                            "binary or label image")
+        mask = mask[:, :, 0]
+    if mask.ndim != 2:
+        raise DataError(f"{name}: mask must be 2D (H x W), got shape {mask.shape}")
+    if mask.dtype == bool:
+        return mask
+    if np.issubdtype(mask.dtype, np.floating):
+        if not np.isfinite(mask).all() or (mask != np.round(mask)).any():
+            raise DataError(f"{name}: mask holds fractional or NaN values; give 0/1, 0/255 or integer labels")
+    elif not np.issubdtype(mask.dtype, np.integer):
+        raise DataError(f"{name}: mask has dtype {mask.dtype}; give 0/1, 0/255 or integer labels")
+    if mask.size and mask.min() < 0:
+        raise DataError(f"{name}: mask has negative values; give 0/1, 0/255 or non-negative integer labels")
+    return mask > 0
+
+
+def samples_from_arrays(images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                        names: Sequence[str] | None = None, channel: int | None = None) -> list[Sample]:
+    """Pairs from in-memory arrays, e.g. napari Image and Labels layers of different sizes.
+
+    Args:
+        images: 2D images (H x W or H x W x C).
+        masks: binary or label masks of the same H x W as their image.
+        names: for messages; "pair 1", "pair 2", ... by default.
+        channel: channel to train on in multichannel images (see ``preprocess.select_channels``).
+
+    Raises:
+        DataError: different counts, shape mismatches (all listed), bad mask values.
+    """
+    if len(images) != len(masks):
+        raise DataError(f"got {len(images)} images but {len(masks)} masks; give one mask per image")
+    if not images:
+        raise DataError("no training pairs given; add at least one image with its mask")
+    names = list(names) if names is not None else [f"pair {i + 1}" for i in range(len(images))]
+    samples, mismatched = [], []
+    for image, mask, name in zip(images, masks, names):
+        image = select_channels(np.asarray(image), channel)
+        fg = as_foreground(mask, name)
+        if fg.shape != image.shape[:2]:
+            mismatched.append(f"{name} (image {image.shape[0]}x{image.shape[1]}, mask {fg.shape[0]}x{fg.shape[1]})")
+            continue
+        samples.append(Sample(image, fg, name))
+    if mismatched:
+        raise DataError("image and mask sizes differ for: " + "; ".join(mismatched[:10])
+                        + (f" and {len(mismatched) - 10} more" if len(mismatched) > 10 else ""))
+    return samples
+
+
+def _index_by_stem(folder: Path, strip_suffixes: tuple[str, ...] = ("",)) -> dict[str, Path]:
+    from ..io.images import IMAGE_SUFFIXES
+
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        name = path.name.lower()
+        suffix = next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
+        if suffix is None or path.name.startswith("."):
+            continue
+        stem = path.name[: -len(suffix)]
+        for hint in sorted(strip_suffixes, key=len, reverse=True):
+            if hint and stem.endswith(hint):
+                stem = stem[: -len(hint)]
+                break
+        found.setdefault(stem, path)
+    return found
+
+
+def samples_from_folders(images_dir: str | Path, masks_dir: str | Path, ids: Sequence[str] | None = None,
+                         channel: int | None = None) -> list[Sample]:
+    """Pairs from two folders, matched by file stem.
+
+    A mask matches an image when their stems are equal after removing one of the suffixes
+    ``_mask``, ``_masks``, ``_label``, ``_labels``, ``_gt`` from the mask's stem; any supported
+    format on either side (PNG, TIFF, JPEG, BMP).
+
+    Args:
+        images_dir: folder of images.
+        masks_dir: folder of binary or label masks.
+        ids: only these stems (e.g. a split), in this order.
+        channel: channel to train on in multichannel images.
+
+    Raises:
+        DataError: a folder is missing or empty, images without masks or masks without images
+            (all listed), size mismatches.
+    """
+    from ..io.images import read_image, read_mask
+
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    for folder in (images_dir, masks_dir):
+        if not folder.is_dir():
+            raise DataError(f"folder not found: {folder}")
+    images = _index_by_stem(images_dir)
+    masks = _index_by_stem(masks_dir, MASK_SUFFIX_HINTS)
+    if ids is not None:
+        wanted = list(ids)
+        missing = [i for i in wanted if i not in images or i not in masks]
+        if missing:
+            raise DataError(f"{len(missing)} listed ids have no image or mask: {', '.join(missing[:5])}")
+    else:
+        orphans = sorted(set(images) ^ set(masks))
+        if orphans:
+            details = [f"{s} (no {'mask' if s in images else 'image'})" for s in orphans]
+            raise DataError(f"{len(orphans)} unpaired files in {images_dir} / {masks_dir}: "
+                            + ", ".join(details[:8]) + (" ..." if len(details) > 8 else "")
+                            + "; pair each image with a mask of the same name")
+        wanted = sorted(images)
+    if not wanted:
+        raise DataError(f"no images found in {images_dir}")
+    return samples_from_arrays([read_image(images[i]) for i in wanted], [read_mask(masks[i]) for i in wanted],
+                               names=wanted, channel=channel)
+
+
+def split_samples(samples: list[Sample], val_fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Hold out a fixed, seeded fraction for validation (at least one pair when val_fraction > 0).
+
+    Raises:
+        DataError: fewer than two pairs when a validation share is asked for.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    if val_fraction == 0:
+        return list(samples), []
+    if len(samples) < 2:
+        raise DataError("only one image/mask pair: nothing to hold out for validation; add a second pair, "
+                        "give a validation pair or folder, or set the validation fraction to 0")
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_val = min(len(samples) - 1, max(1, round(val_fraction * len(samples))))
+    val_idx = set(order[:n_val].tolist())
+    return ([s for i, s in enumerate(samples) if i not in val_idx],
+            [s for i, s in enumerate(samples) if i in val_idx])
+
+
+@dataclass
+class PreparedSet:
+    """Normalised images ready for batching.
+
+    Attributes:
+        images: per image, C x H x W float16 in [0, 1] (C = 1 for grayscale, else 3).
+        masks: per image, H x W bool.
+        names: per image.
+        weights: patches each image contributes per epoch ("tile" mode; 1 each for "resize").
+        resized: in "tile" mode with ``resize_mix``, each image and mask also resized whole to the
+            patch size, so tile training can also see the paper's whole-image view.
+    """
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    names: list[str]
+    weights: list[int]
+    resized: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def prepare(samples: list[Sample], inference: InferenceConfig, mode: str, patch_size: int,
+            max_patches_per_image: int = 16, check_masks: bool = True, with_resized: bool = False
+            ) -> PreparedSet:
+    """Normalise and, in "resize" mode, resize every pair once.
+
+    Args:
+        samples: pairs to prepare.
+        inference: normalisation settings (those the trained model will store).
+        mode: "tile" (training patches at native resolution), "resize" (resized to
+            ``patch_size``) or "native" (whole images kept as they are, for validation).
+        patch_size: patch edge in pixels.
+        max_patches_per_image: cap on an image's patches per epoch in "tile" mode.
+        check_masks: refuse sets whose masks are all empty or all foreground.
+        with_resized: in "tile" mode, also keep a whole-image copy resized to the patch size.
+
+    Raises:
+        DataError: in "tile" mode, images smaller than the patch (all listed); masks all empty or
+            all foreground.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if mode not in ("tile", "resize", "native"):
+        raise DataError(f"mode must be 'tile' or 'resize', got {mode!r}")
+    if mode == "tile":
+        small = [f"{s.name} ({s.image.shape[0]}x{s.image.shape[1]})" for s in samples
+                 if min(s.image.shape[:2]) < patch_size]
+        if small:
+            fit = max(16, min(min(s.image.shape[:2]) for s in samples) // 16 * 16)
+            raise DataError(f"patch size {patch_size} is larger than {len(small)} image(s): "
+                            f"{', '.join(small[:5])}; use a patch size of {fit} or less, or mode 'resize'")
+    fg = [float(s.mask.mean()) for s in samples]
+    if check_masks and samples and max(fg) == 0.0:
+        raise DataError("every mask is empty (no foreground): paint or load labels for the objects to segment")
+    if check_masks and samples and min(fg) == 1.0:
+        raise DataError("every mask is entirely foreground: the model needs background pixels too; "
+                        "label only the objects")
+    def resized(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        size = (patch_size, patch_size)
+        t = F.interpolate(torch.from_numpy(rgb)[None], size=size, mode="bilinear", align_corners=False,
+                          antialias=True)
+        m = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], size=size, mode="bilinear",
+                          align_corners=False, antialias=True)
+        return t[0].numpy(), m[0, 0].numpy() >= 0.5
+
+    images, masks, weights, whole = [], [], [], []
+    for s in samples:
+        rgb = to_network_input(s.image, inference)  # 3 x H x W float32
+        grey = s.image.ndim == 2
+        if grey:
+            rgb = rgb[:1]
+        mask = s.mask
+        if mode == "tile" and with_resized:
+            r_img, r_mask = resized(rgb, mask)
+            whole.append((r_img.astype(np.float16), r_mask))
+        if mode == "resize":
+            rgb, mask = resized(rgb, mask)
+            weights.append(1)
+        elif mode == "native":
+            weights.append(1)
+        else:
+            area = s.image.shape[0] * s.image.shape[1]
+            weights.append(int(min(max_patches_per_image, max(1, math.floor(area / patch_size ** 2 + 0.5)))))
+        images.append(rgb.astype(np.float16))
+        masks.append(np.ascontiguousarray(mask))
+    return PreparedSet(images, masks, [s.name for s in samples], weights, whole or None)
+
+
+class BatchSampler:
+    """Epochs of batches of (image C x P x P, mask 1 x P x P) drawn from a ``PreparedSet``.
+
+    Args:
+        data: prepared images.
+        mode: "tile" (random crops) or "resize" (whole resized images).
+        patch_size: P.
+        batch_size: pairs per batch; the last, smaller batch of an epoch is kept when it holds at
+            least two pairs (LayerNorm has no batch statistics, so small batches are harmless).
+        rng: generator for the epoch order and crop positions (seeded for repeatable runs).
+        resize_mix: in "tile" mode, probability of drawing the whole image resized instead of a
+            native-resolution crop (needs ``prepare(..., with_resized=True)``).
+    """
+
+    def __init__(self, data: PreparedSet, mode: str, patch_size: int, batch_size: int,
+                 rng: np.random.Generator, resize_mix: float = 0.0) -> None:
+        self.data, self.mode, self.patch, self.batch_size, self.rng = data, mode, patch_size, batch_size, rng
+        if resize_mix and data.resized is None:
+            raise ValueError("resize_mix needs the data prepared with with_resized=True")
+        self.resize_mix = resize_mix
+        self.index = np.repeat(np.arange(len(data)), data.weights)
+
+    def __len__(self) -> int:
+        n = len(self.index)
+        full, rest = divmod(n, self.batch_size)
+        return full + (1 if rest >= 2 or (full == 0 and rest) else 0)
+
+    def epoch(self):
+        """Yield (images N x 3 x P x P float32, masks N x 1 x P x P float32) numpy batches."""
+        order = self.rng.permutation(self.index)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self._batch(idx)
+
+    def _batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = self.patch
+        images = np.empty((len(idx), 3, p, p), np.float32)
+        masks = np.empty((len(idx), 1, p, p), np.float32)
+        for j, i in enumerate(idx):
+            img, mask = self.data.images[i], self.data.masks[i]
+            if self.resize_mix and self.rng.random() < self.resize_mix:
+                img, mask = self.data.resized[i]
+            elif self.mode == "tile":
+                h, w = mask.shape
+                y = int(self.rng.integers(0, h - p + 1))
+                x = int(self.rng.integers(0, w - p + 1))
+                img, mask = img[:, y:y + p, x:x + p], mask[y:y + p, x:x + p]
+            images[j] = img  # broadcasts one grey channel to three
+            masks[j, 0] = mask
+        return images, masks

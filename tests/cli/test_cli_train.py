@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pytest
+
+from napari_litenext.cli import main
+from napari_litenext.io.images import write_png
+
+
+@pytest.fixture
+def folders(tmp_path):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    (tmp_path / "im").mkdir()
+    (tmp_path / "ma").mkdir()
+    for i in range(4):
+        cy, cx = rng.integers(12, 36, 2)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= 64
+        write_png(tmp_path / "im" / f"c{i}.png", (mask * 200 + 20).astype(np.uint8))
+        write_png(tmp_path / "ma" / f"c{i}_mask.png", (mask * 255).astype(np.uint8))
+    return tmp_path
+
+
+def _args(folders, *extra):
+    return ["train", "--images", str(folders / "im"), "--masks", str(folders / "ma"), "--output",
+            str(folders / "run"), "--epochs", "1", "--batch-size", "2", "--patch-size", "32", "--mode", "tile",
+            "--no-srp", "--device", "cpu", *extra]
+
+
+def test_train_writes_model_curves_and_history(folders, capsys):
+    assert main(_args(folders, "--val-fraction", "0.25")) == 0
+    run = folders / "run"
+    assert {p.name for p in run.iterdir()} == {"best.pt", "last.pt", "history.csv", "curves.png"}
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "model: " in capsys.readouterr().out
+    # the trained model segments through predict
+    assert main(["predict", str(folders / "im" / "c0.png"), "-o", str(folders / "out"), "--model",
+                 str(run / "best.pt"), "-q"]) == 0
+
+
+def test_split_file_selects_train_and_val(folders):
+    split = folders / "split.json"
+    split.write_text(json.dumps({"train": ["c0", "c1", "c2"], "val": ["c3"]}))
+    assert main(_args(folders, "--split", str(split))) == 0
+
+
+@pytest.mark.parametrize("setup,extra,needle", [
+    (lambda f: (f / "ma" / "c3_mask.png").unlink(), [], "unpaired files"),
+    (lambda f: None, ["--patch-size", "64"], "patch size 64 is larger"),
+    (lambda f: None, ["--lr", "-1"], "learning rate must be positive"),
+    (lambda f: None, ["--loss", "dice_bce", "--mwl-kernel", "5"], "apply to --loss mwl only"),
+])
+def test_user_mistakes_are_one_line(folders, capsys, setup, extra, needle):
+    setup(folders)
+    assert main(_args(folders, *extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (folders / "run" / "best.pt").exists()
+
+
+def test_existing_run_is_not_overwritten(folders, capsys):
+    assert main(_args(folders)) == 0
+    before = (folders / "run" / "best.pt").read_bytes()
+    capsys.readouterr()
+    assert main(_args(folders)) == 2
+    assert "already holds best.pt" in capsys.readouterr().err
+    assert (folders / "run" / "best.pt").read_bytes() == before
