@@ -11,12 +11,14 @@ import argparse
 import importlib
 import sys
 
+from ..errors import LiteNeXtError
+
 __all__ = ["main", "CliError"]
 
 SUBCOMMANDS = ("predict", "train", "evaluate", "models")
 
 
-class CliError(Exception):
+class CliError(LiteNeXtError):
     """A user mistake on the command line; the message says how to fix it."""
 
 
@@ -58,19 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from ..network.checkpoint import CheckpointError
-    from ..inference.preprocess import InputError
-
-    from ..training.loop import TrainingError
-
-    user_errors: tuple[type[BaseException], ...] = (CliError, InputError, CheckpointError, FileNotFoundError,
-                                                    TrainingError)
-    try:
-        from ..io.images import ImageReadError
-        user_errors += (ImageReadError,)
-    except ImportError:
-        pass
-    return isinstance(exc, user_errors)
+    # FileNotFoundError: argparse paths and files that vanished between listing and reading.
+    return isinstance(exc, (LiteNeXtError, FileNotFoundError))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import Cancelled, EvaluationError
+from ..progress import Progress, run_to_end
 from ..metrics import BINARY_KEYS, INSTANCE_KEYS, PAPER_SIZE, binary_scores, instance_scores, resize_nearest, \
     summarise
 from .preprocess import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..network.model import LiteNeXt
-    from .predict import Progress
 
 __all__ = ["EvaluationError", "EvaluationResult", "pair_files", "evaluate_pairs", "evaluate", "evaluate_arrays",
            "PROTOCOLS", "MASK_ENDINGS"]
@@ -50,8 +51,6 @@ _LABELLED_NOTE = ("binary masks were split into 4-connected components for objec
                   "objects in them count as one")
 
 
-class EvaluationError(InputError):
-    """The images and masks cannot be evaluated as given; the message lists every problem."""
 
 
 @dataclass
@@ -296,8 +295,6 @@ def _predict_labels(image: np.ndarray, model: Any, *, instances: bool, threshold
 
 
 def _progress(stage: str, done: int, total: int, message: str = "") -> Progress:
-    from .predict import Progress
-
     return Progress(stage, done, total, message)
 
 
@@ -363,8 +360,6 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
     total = len(pairs)
     for done, (name, image_path, mask_path) in enumerate(pairs):
         if should_stop is not None and should_stop():
-            from .predict import Cancelled
-
             raise Cancelled("evaluation cancelled")
         yield _progress("evaluate", done, total, name)
         gt = read_mask(mask_path)
@@ -408,9 +403,4 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
 def evaluate(model: LiteNeXt | str | os.PathLike, images: str | os.PathLike, masks: str | os.PathLike,
              **kwargs: Any) -> EvaluationResult:
     """``evaluate_pairs`` run to the end; same arguments, returns its ``EvaluationResult``."""
-    steps = evaluate_pairs(model, images, masks, **kwargs)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(evaluate_pairs(model, images, masks, **kwargs))

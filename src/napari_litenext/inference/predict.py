@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import Cancelled
+from ..progress import Progress, run_to_end
 from ..config import MODES, InferenceConfig
 from .postprocess import postprocess_slice
 from .preprocess import InputError, intensity_range, select_channels, to_network_input
@@ -37,25 +39,8 @@ _CPU_BATCH_PIXELS = 512 * 512
 _AXIS_ALIASES = {"S": "C"}
 
 
-class Cancelled(Exception):
-    """Raised by ``segment``/``predict`` when ``should_stop()`` returned True."""
 
 
-@dataclass
-class Progress:
-    """A step of ``segment``.
-
-    Attributes:
-        stage: ``"tiles"`` (tile mode), ``"slices"`` (resize mode) or ``"postprocess"``.
-        done: units of this stage finished.
-        total: units in this stage.
-        message: human-readable summary.
-    """
-
-    stage: str
-    done: int
-    total: int
-    message: str = ""
 
 
 @dataclass
@@ -278,12 +263,7 @@ def predict(image: np.ndarray, model: Any, **kwargs: Any) -> Prediction:
     ``instances``, ``min_size``, ``mode``, ``tile_size``, ``tile_overlap``, ``batch_size``,
     ``device``, ``should_stop``) and raises the same errors.
     """
-    gen = segment(image, model, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(segment(image, model, **kwargs))
 
 
 def _allocate(workdir: str | os.PathLike | None, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from ..config import InferenceConfig
 
 __all__ = ["InputError", "select_channels", "intensity_range", "apply_range", "to_network_input"]
@@ -22,8 +23,6 @@ __all__ = ["InputError", "select_channels", "intensity_range", "apply_range", "t
 _PERCENTILE_SAMPLE = 2_000_000
 
 
-class InputError(ValueError):
-    """The image cannot be segmented as given; the message says what to change."""
 
 
 def select_channels(image: np.ndarray, channel: int | None = None) -> np.ndarray:

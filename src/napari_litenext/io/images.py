@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ImageReadError
 from .files import atomic_write
 
 __all__ = ["ImageReadError", "IMAGE_SUFFIXES", "read_image", "read_image_with_axes", "read_mask",
@@ -30,8 +31,6 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _TIFF_AXES = {"S": "C", "C": "C", "Z": "Z", "T": "T", "Y": "Y", "X": "X"}
 
 
-class ImageReadError(ValueError):
-    """A file cannot be read as an image; the message names the file and the problem."""
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

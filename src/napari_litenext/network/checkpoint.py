@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError
 from ..config import InferenceConfig, ModelCard, ModelConfig
 from ..io.files import atomic_write
 from .model import LiteNeXt
@@ -36,8 +37,6 @@ FORMAT = "napari-litenext"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A file is not a usable LiteNeXt checkpoint; the message says why and what to do."""
 
 
 @dataclass

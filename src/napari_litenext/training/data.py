@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import DataError
 from ..config import InferenceConfig
 from ..inference.preprocess import InputError, select_channels, to_network_input
 
@@ -29,8 +30,6 @@ __all__ = ["Sample", "DataError", "as_foreground", "samples_from_arrays", "sampl
 MASK_SUFFIX_HINTS = ("", "_mask", "_masks", "_label", "_labels", "_gt")
 
 
-class DataError(InputError):
-    """Training data that cannot be used as given; the message lists the offending files or layers."""
 
 
 @dataclass

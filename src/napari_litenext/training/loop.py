@@ -23,6 +23,7 @@ from typing import Any, Callable, Generator, Iterable
 import numpy as np
 import torch
 
+from ..errors import TrainingError
 from .. import __version__
 from .augment import AugmentConfig, augment_batch
 from ..network.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -41,8 +42,6 @@ _WHOLE_IMAGE_PIXELS = 2048 * 2048
 HISTORY_FIELDS = ("epoch", "step", "lr", "loss", "loss_seg", "loss_rep", "val_dice", "seconds")
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (out of memory, diverging loss); the message says what to change."""
 
 
 @dataclass(frozen=True)

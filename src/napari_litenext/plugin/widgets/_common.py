@@ -70,11 +70,11 @@ def resolve_model_choice(choice: str | None, file: Any) -> str:
 
 def error_text(exc: BaseException) -> str:
     """One line for a notification: the message of expected errors, the type too for others."""
-    from ...network.checkpoint import CheckpointError
-    from ...inference.preprocess import InputError
+    from ...errors import LiteNeXtError
 
     text = (str(exc).strip().splitlines() or [""])[0]
-    if isinstance(exc, (InputError, CheckpointError, ValueError, FileNotFoundError, FileExistsError)) and text:
+    # ValueError and the file errors: magicgui/napari's own messages for bad form values and paths.
+    if isinstance(exc, (LiteNeXtError, ValueError, FileNotFoundError, FileExistsError)) and text:
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
