@@ -18,11 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# LossConfig settings of each variant
 VARIANTS = {
     "dice_bce": dict(loss="dice_bce", srp=False),
-    "mwl": dict(loss="mwl", mwl_preset="boundary", srp=False),
+    "mwl": dict(loss="mwl", preset="boundary", srp=False),
     "srp": dict(loss="dice_bce", srp=True),
-    "both": dict(loss="mwl", mwl_preset="boundary", srp=True),
+    "both": dict(loss="mwl", preset="boundary", srp=True),
 }
 # Budget-sized settings shared by every variant of a dataset (CPU: 2 cores).
 SETTINGS = {
@@ -41,6 +42,8 @@ def run(args) -> int:
     from export_bundled import evaluate_run  # noqa: E402  (scripts folder)
     from train_bundled import dsb_samples, ph2_samples, SHARED
 
+    from napari_litenext.progress import run_to_end
+    from napari_litenext.training.config import LossConfig
     from napari_litenext.training.loop import TrainConfig, train
 
     torch.set_num_threads(args.threads)
@@ -51,19 +54,16 @@ def run(args) -> int:
     out = Path(args.out)
     run_dir = out / f"{args.dataset}-{args.variant}-s{args.seed}"
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed, output_dir=str(run_dir), overwrite=True,
-                      name=f"ablation-{args.variant}", **SETTINGS[args.dataset], **VARIANTS[args.variant])
+                      name=f"ablation-{args.variant}", loss=LossConfig(**VARIANTS[args.variant]),
+                      **SETTINGS[args.dataset])
     t0 = time.time()
-    result = None
-    events = train(tr, va, cfg)
-    while True:
-        try:
-            event = next(events)
-        except StopIteration as stop:
-            result = stop.value
-            break
+
+    def show(event) -> None:
         if event.kind == "epoch":
             print(f"{args.dataset} {args.variant} epoch {event.epoch}: loss {event.loss:.4f} val {event.val_dice}",
                   flush=True)
+
+    result = run_to_end(train(tr, va, cfg), show)
     minutes = (time.time() - t0) / 60
     model = result.load_model()
     kind = "nuclei" if data == "dsb2018" else "skin-lesion"

@@ -46,10 +46,10 @@ def ph2_samples(ids):
 
 RECIPES = {
     "nuclei": dict(mode="tile", patch_size=256, normalisation="percentile", batch_size=8, lr=1e-3,
-                   epochs=60, lr_step=25, lr_gamma=0.25, loss="mwl", mwl_preset="boundary", srp=False,
+                   epochs=60, lr_step=25, lr_gamma=0.25, loss="mwl", preset="boundary", srp=False,
                    resize_mix=0.25, max_patches_per_image=4, tile_size=512, name="nuclei"),
     "skin-lesion": dict(mode="resize", patch_size=256, normalisation="dtype", batch_size=8, lr=1e-3,
-                        epochs=150, lr_step=60, lr_gamma=0.25, loss="mwl", mwl_preset="boundary", srp=False,
+                        epochs=150, lr_step=60, lr_gamma=0.25, loss="mwl", preset="boundary", srp=False,
                         name="skin-lesion"),
 }
 
@@ -67,6 +67,7 @@ def main() -> int:
 
     import torch
 
+    from napari_litenext.training.config import LossConfig
     from napari_litenext.training.loop import TrainConfig, train
 
     if args.threads:
@@ -84,7 +85,9 @@ def main() -> int:
     t0 = time.time()
     train_samples, val_samples = load(split["train"]), load(split["val"])
     print(f"loaded {len(train_samples)} train / {len(val_samples)} val in {time.time() - t0:.0f}s", flush=True)
-    cfg = TrainConfig(output_dir=args.out, resume=args.resume, **recipe)
+    # loss, preset, w_b, ... srp_tau go to the LossConfig; the rest to the TrainConfig
+    loss = {k: recipe.pop(k) for k in list(recipe) if k in LossConfig.__dataclass_fields__}
+    cfg = TrainConfig(output_dir=args.out, resume=args.resume, loss=LossConfig(**loss), **recipe)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "recipe.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     for event in train(train_samples, val_samples, cfg):

@@ -9,10 +9,15 @@ napari's plugin discovery stay fast. Each dataclass round-trips through ``to_dic
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
-__all__ = ["ModelConfig", "InferenceConfig", "ModelCard", "NORMALISATIONS", "MODES"]
+from .errors import SettingsError
+
+__all__ = ["ModelConfig", "InferenceConfig", "ModelCard", "NORMALISATIONS", "MODES", "check_threshold",
+           "check_inference_settings"]
 
 NORMALISATIONS = ("dtype", "percentile", "minmax")
 MODES = ("tile", "resize")
@@ -69,11 +74,11 @@ class ModelConfig(_DictMixin):
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.base_width < 1 or self.fusion_dim < 1:
-            raise ValueError("in_channels, base_width and fusion_dim must be positive integers")
+            raise SettingsError("in_channels, base_width and fusion_dim must be positive integers")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be an odd positive integer, got {self.kernel_size}")
+            raise SettingsError(f"kernel_size must be an odd positive integer, got {self.kernel_size}")
         if len(self.depths) != 4 or any(int(d) < 1 for d in self.depths):
-            raise ValueError(f"depths must be four integers >= 1, got {self.depths!r}")
+            raise SettingsError(f"depths must be four integers >= 1, got {self.depths!r}")
 
     @property
     def widths(self) -> tuple[int, int, int, int]:
@@ -82,9 +87,85 @@ class ModelConfig(_DictMixin):
         return (w, 2 * w, 4 * w, 8 * w)
 
 
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _threshold_problem(v: Any, name: str = "threshold") -> str | None:
+    return None if _is_real(v) and 0.0 < v < 1.0 else f"{name} must be between 0 and 1 (exclusive), got {v!r}"
+
+
+def check_threshold(value: Any, name: str = "threshold") -> float:
+    """``value`` as a float if it lies in (0, 1).
+
+    Raises:
+        SettingsError: it does not; the message names the setting.
+    """
+    problem = _threshold_problem(value, name)
+    if problem:
+        raise SettingsError(problem)
+    return float(value)
+
+
+def _edge(name: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if _is_int(v) and v >= 16 and v % 16 == 0 else \
+            f"{name} must be a multiple of 16 and at least 16, got {v!r}"
+    return check
+
+
+def _percentiles(v: Any) -> str | None:
+    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_real(x) for x in v)
+    if not ok or not 0.0 <= v[0] < v[1] <= 100.0:
+        return f"percentiles must be (low, high) with 0 <= low < high <= 100, got {v!r}"
+    return None
+
+
+def _flag(name: str) -> Callable[[Any], str | None]:
+    return lambda v: None if isinstance(v, (bool, _numpy_bool_types())) else f"{name} must be True or False, got {v!r}"
+
+
+def _numpy_bool_types() -> tuple[type, ...]:
+    """numpy's bool type when numpy is already imported (it is never imported for this)."""
+    import sys
+
+    np = sys.modules.get("numpy")
+    return (np.bool_,) if np is not None else ()
+
+
+# One check per inference setting, so that overrides can be checked before a model is loaded.
+_INFERENCE_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "normalisation": lambda v: None if v in NORMALISATIONS else
+    f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {v!r}",
+    "percentiles": _percentiles,
+    "mode": lambda v: None if v in MODES else f"mode must be one of {', '.join(MODES)}, got {v!r}",
+    "input_size": _edge("input_size"),
+    "tile_size": _edge("tile_size"),
+    "tile_overlap": lambda v: None if _is_real(v) and 0.0 <= v < 0.5 else f"tile_overlap must be in [0, 0.5), got {v!r}",
+    "threshold": _threshold_problem,
+    "min_size": lambda v: None if _is_int(v) and v >= 0 else f"min_size must be an integer >= 0, got {v!r}",
+    "instances": _flag("instances"),
+    "invert": _flag("invert"),
+}
+# Plain Python values in the config (numpy scalars from a form or an array would not survive
+# torch's safe loader in a checkpoint).
+_INFERENCE_TYPES: dict[str, Callable[[Any], Any]] = {
+    "percentiles": lambda v: (float(v[0]), float(v[1])), "input_size": int, "tile_size": int,
+    "tile_overlap": float, "threshold": float, "min_size": int, "instances": bool, "invert": bool,
+}
+
+
 @dataclass(frozen=True)
 class InferenceConfig(_DictMixin):
-    """How a trained model expects to be used; stored in every checkpoint.
+    """How a trained model is used; stored in every checkpoint, the one owner of these settings.
+
+    Every caller (``segment``/``predict``, the CLI, the Segment widget, evaluation, training's
+    validation) starts from the model's stored values and applies only what its user changed
+    (``with_overrides``), so the same settings give the same labels everywhere.
 
     Attributes:
         normalisation: how raw pixels become floats in [0, 1]:
@@ -102,6 +183,7 @@ class InferenceConfig(_DictMixin):
         tile_overlap: fraction of a tile shared with each neighbour, in [0, 0.5).
         threshold: probability above which a pixel is foreground.
         min_size: smallest object (pixels) kept by post-processing.
+        instances: number touching objects separately (int32 ids) instead of a 0/1 mask.
         invert: invert intensities after normalisation (e.g. dark nuclei on bright background).
     """
 
@@ -113,26 +195,43 @@ class InferenceConfig(_DictMixin):
     tile_overlap: float = 0.125
     threshold: float = 0.5
     min_size: int = 0
+    instances: bool = False
     invert: bool = False
 
     def __post_init__(self) -> None:
-        if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        lo, hi = self.percentiles
-        if not 0.0 <= lo < hi <= 100.0:
-            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
-        if self.input_size < 16 or self.input_size % 16:
-            raise ValueError(f"input_size must be a multiple of 16 and >= 16, got {self.input_size}")
-        if self.tile_size < 16 or self.tile_size % 16:
-            raise ValueError(f"tile_size must be a multiple of 16 and >= 16, got {self.tile_size}")
-        if not 0.0 <= self.tile_overlap < 0.5:
-            raise ValueError(f"tile_overlap must be in [0, 0.5), got {self.tile_overlap}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
-        if self.min_size < 0:
-            raise ValueError(f"min_size must be >= 0, got {self.min_size}")
+        for name, value in check_inference_settings(**self.to_dict()).items():
+            object.__setattr__(self, name, value)
+
+    def with_overrides(self, **values: Any) -> "InferenceConfig":
+        """A copy with the given settings changed; ``None`` values keep this config's value.
+
+        Raises:
+            SettingsError: an unknown setting or a value out of range (the message names it).
+        """
+        given = check_inference_settings(**values)
+        return dataclasses.replace(self, **given) if given else self
+
+
+def check_inference_settings(**values: Any) -> dict[str, Any]:
+    """Check inference settings without a model; returns the ones that are not None.
+
+    Lets the CLI and the widgets refuse a bad value before loading anything.
+
+    Raises:
+        SettingsError: an unknown setting name or a value out of range.
+    """
+    unknown = sorted(set(values) - set(_INFERENCE_CHECKS))
+    if unknown:
+        raise SettingsError(f"unknown inference setting(s) {unknown}; known: {sorted(_INFERENCE_CHECKS)}")
+    given = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        problem = _INFERENCE_CHECKS[name](value)
+        if problem:
+            raise SettingsError(problem)
+        given[name] = _INFERENCE_TYPES.get(name, str)(value)
+    return given
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from napari_litenext.cli import main
+from napari_litenext.config import InferenceConfig, ModelCard
 
 ev = importlib.import_module("napari_litenext.inference.evaluate")
 
@@ -34,7 +35,8 @@ def folders(tmp_path, monkeypatch):
         return (image > 127).astype(np.uint8)
 
     monkeypatch.setattr(ev, "_predict_labels", predict_labels)
-    monkeypatch.setattr(ev, "_load_model", lambda source, device: types.SimpleNamespace(sha256="abc"))
+    monkeypatch.setattr(ev, "_load_model", lambda source, device: types.SimpleNamespace(
+        inference=InferenceConfig(), card=ModelCard(name="stand-in"), sha256="abc"))
     return img, msk, calls
 
 

@@ -45,10 +45,10 @@ def test_split_file_selects_train_and_val(folders):
 
 
 @pytest.mark.parametrize("setup,extra,needle", [
-    (lambda f: (f / "ma" / "c3_mask.png").unlink(), [], "unpaired files"),
+    (lambda f: (f / "ma" / "c3_mask.png").unlink(), [], "c3.png: no mask"),
     (lambda f: None, ["--patch-size", "64"], "patch size 64 is larger"),
     (lambda f: None, ["--lr", "-1"], "learning rate must be positive"),
-    (lambda f: None, ["--loss", "dice_bce", "--mwl-kernel", "5"], "apply to --loss mwl only"),
+    (lambda f: None, ["--loss", "dice_bce", "--mwl-kernel", "5"], "only apply to the 'mwl' loss"),
 ])
 def test_user_mistakes_are_one_line(folders, capsys, setup, extra, needle):
     setup(folders)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import types
 
 import numpy as np
 import pytest
@@ -11,7 +12,15 @@ import tifffile
 from PIL import Image
 
 from napari_litenext.inference.evaluate import EvaluationError, evaluate, evaluate_arrays, evaluate_pairs, pair_files
+from napari_litenext.config import InferenceConfig, ModelCard
 from napari_litenext.inference.preprocess import InputError
+
+
+
+def stand_in():
+    """A model as evaluation sees it: settings and a card; ``_predict_labels`` is replaced."""
+    return types.SimpleNamespace(inference=InferenceConfig(), card=ModelCard(name="stand-in"), sha256="abc")
+
 
 # the package exposes the function evaluate() under the module's name, so fetch the module itself
 ev = importlib.import_module("napari_litenext.inference.evaluate")
@@ -130,7 +139,7 @@ def _dataset(tmp_path):
 
 def test_evaluate_native(tmp_path, fake_predict):
     img, msk = _dataset(tmp_path)
-    steps = evaluate_pairs(object(), img, msk)
+    steps = evaluate_pairs(stand_in(), img, msk)
     progress = []
     while True:
         try:
@@ -164,7 +173,7 @@ def test_evaluate_paper_protocol(tmp_path, fake_predict, monkeypatch):
         return (image > 30000).astype(np.uint8)
 
     monkeypatch.setattr(ev, "_predict_labels", predict_uint16)
-    result = evaluate(object(), img, msk, protocol="paper")
+    result = evaluate(stand_in(), img, msk, protocol="paper")
     assert result.skipped == ["empty"]
     assert result.means["n_images"] == 1
     assert result.means["dice"] == pytest.approx(2 * 64 * 64 / (64 * 64 + 64 * 128))
@@ -177,12 +186,12 @@ def test_evaluate_paper_protocol_all_empty(tmp_path, fake_predict):
     _png(img / "e.png", np.zeros((20, 20), np.uint8))
     _png(msk / "e.png", np.zeros((20, 20), np.uint8))
     with pytest.raises(EvaluationError, match="--protocol native"):
-        evaluate(object(), img, msk, protocol="paper")
+        evaluate(stand_in(), img, msk, protocol="paper")
 
 
 def test_evaluate_unknown_protocol(tmp_path):
     with pytest.raises(EvaluationError, match="unknown protocol"):
-        evaluate(object(), tmp_path, tmp_path, protocol="kaggle")
+        evaluate(stand_in(), tmp_path, tmp_path, protocol="kaggle")
 
 
 def test_evaluate_instances_with_binary_and_label_masks(tmp_path, fake_predict):
@@ -197,7 +206,7 @@ def test_evaluate_instances_with_binary_and_label_masks(tmp_path, fake_predict):
     _tif(msk / "lab_labels.tif", gt)
     _png(img / "bin.png", image)
     _png(msk / "bin_mask.png", ((gt > 0) * 255).astype(np.uint8))
-    steps = evaluate_pairs(object(), img, msk, instances=True)
+    steps = evaluate_pairs(stand_in(), img, msk, instances=True)
     messages = []
     while True:
         try:
@@ -219,13 +228,13 @@ def test_evaluate_prediction_size_mismatch(tmp_path, fake_predict, monkeypatch):
     img, msk = _dataset(tmp_path)
     monkeypatch.setattr(ev, "_predict_labels", lambda image, model, **kw: np.zeros((3, 3), np.uint8))
     with pytest.raises(EvaluationError, match="prediction is"):
-        evaluate(object(), img, msk)
+        evaluate(stand_in(), img, msk)
 
 
 def test_evaluate_loads_model_by_name(tmp_path, fake_predict, monkeypatch):
     img, msk = _dataset(tmp_path)
     loaded = []
-    monkeypatch.setattr(ev, "_load_model", lambda source, device: loaded.append((source, device)) or object())
+    monkeypatch.setattr(ev, "_load_model", lambda source, device: loaded.append((source, device)) or stand_in())
     evaluate("nuclei", img, msk, device="cpu")
     assert loaded == [("nuclei", "cpu")]
 
@@ -234,12 +243,12 @@ def test_evaluate_can_be_cancelled(tmp_path, fake_predict):
     img, msk = _dataset(tmp_path)
     from napari_litenext.inference.predict import Cancelled
     with pytest.raises(Cancelled):
-        evaluate(object(), img, msk, should_stop=lambda: True)
+        evaluate(stand_in(), img, msk, should_stop=lambda: True)
 
 
 def test_json_output(tmp_path, fake_predict):
     img, msk = _dataset(tmp_path)
-    result = evaluate(object(), img, msk, instances=True)
+    result = evaluate(stand_in(), img, msk, instances=True)
     out = tmp_path / "out" / "scores.json"
     result.write_json(out)
     data = json.loads(out.read_text())
@@ -343,5 +352,5 @@ def test_paper_protocol_scores_without_minimum_size(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ev, "_predict_labels", fake)
     for protocol in ("paper", "native"):
-        evaluate(object(), tmp_path / "i", tmp_path / "m", protocol=protocol)
+        evaluate(stand_in(), tmp_path / "i", tmp_path / "m", protocol=protocol)
     assert seen == [0, None]

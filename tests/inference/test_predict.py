@@ -2,6 +2,8 @@ import json
 
 import numpy as np
 import pytest
+
+from napari_litenext.errors import LiteNeXtError
 import torch
 from torch import nn
 
@@ -153,7 +155,7 @@ def test_channel_choice_in_multichannel_image(rng):
     (np.zeros((20, 20), np.float32), {"device": "tpu"}, "device"),
 ])
 def test_bad_input_messages(image, kwargs, text):
-    with pytest.raises(InputError, match=text) as info:
+    with pytest.raises(LiteNeXtError, match=text) as info:
         predict(image, PixelModel(mode="tile", tile_size=16), **kwargs)
     assert "\n" not in str(info.value)
 

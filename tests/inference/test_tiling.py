@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_litenext.inference.tiling import TileGrid, block_mean, ramp_window, resize_bilinear, tile_starts
+from napari_litenext.inference.tiling import TileGrid, ramp_window, tile_starts
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(100, 32, 8), (32, 32, 8), (20, 32, 8), (1000, 512, 64),
@@ -53,39 +53,3 @@ def test_tiles_share_one_shape_and_count():
     assert {(t.y1 - t.y0, t.x1 - t.x0) for t in tiles} == {(32, 32)}
     small = TileGrid(20, 40, 64, 8)
     assert small.tile_shape == (20, 40) and len(small) == 1
-
-
-def test_block_mean_exact_and_partial_blocks():
-    a = np.arange(7 * 5, dtype=np.uint8).reshape(7, 5)
-    out = block_mean(a, 3, 2, rows_per_chunk=3)
-    expect = np.array([[a[r:r + 3, c:c + 2].mean() for c in range(0, 5, 2)] for r in range(0, 7, 3)])
-    np.testing.assert_allclose(out, expect, rtol=1e-6)
-    rgb = np.stack([a, 2 * a, 3 * a], axis=-1).astype(np.uint16)
-    np.testing.assert_allclose(block_mean(rgb, 3, 2)[..., 2], 3 * expect, rtol=1e-6)
-
-
-def test_resize_constant_and_ramp():
-    const = np.full((1000, 700, 3), 77, np.uint8)
-    small = resize_bilinear(const, 64, 64)
-    assert small.shape == (64, 64, 3) and small.dtype == np.float32
-    np.testing.assert_allclose(small, 77.0, atol=1e-3)
-    # a linear ramp stays linear through shrink (block mean + bilinear) and enlarge
-    xx = np.tile(np.arange(512, dtype=np.float32), (256, 1))
-    down = resize_bilinear(xx, 64, 64)
-    centres = (np.arange(64) + 0.5) * 8 - 0.5
-    np.testing.assert_allclose(down[10], centres, atol=0.6)
-    up = resize_bilinear(down, 256, 512)
-    np.testing.assert_allclose(up[:, 8:-8], xx[:, 8:-8], atol=0.6)
-
-
-def test_resize_round_trip_of_smooth_image():
-    yy, xx = np.mgrid[:300, :400].astype(np.float32)
-    img = np.sin(yy / 40) * np.cos(xx / 50)
-    back = resize_bilinear(resize_bilinear(img, 256, 256), 300, 400)
-    assert np.abs(back - img).max() < 0.02
-
-
-def test_resize_writes_into_out():
-    out = np.empty((40, 50), np.float32)
-    res = resize_bilinear(np.ones((20, 20), np.float32), 40, 50, out=out)
-    assert res is out and np.allclose(out, 1.0)

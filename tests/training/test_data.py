@@ -66,7 +66,7 @@ def test_samples_from_folders_pairs_by_stem_and_lists_orphans(tmp_path):
 
     write_png(tmp_path / "im" / "c.png", np.zeros((20, 24), np.uint8))
     write_png(tmp_path / "m" / "d.png", np.zeros((20, 24), np.uint8))
-    with pytest.raises(DataError, match=r"2 unpaired files.*c \(no mask\).*d \(no image\)"):
+    with pytest.raises(DataError, match=r"2 problem\(s\) pairing.*c.png: no mask.*d.png: no image"):
         samples_from_folders(tmp_path / "im", tmp_path / "m")
 
 

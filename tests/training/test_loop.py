@@ -1,8 +1,11 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from napari_litenext.training.augment import AugmentConfig
+from napari_litenext.progress import run_to_end
+from napari_litenext.training.config import AugmentConfig, LossConfig
 from napari_litenext.network.checkpoint import load_checkpoint
 from napari_litenext.config import ModelConfig
 from napari_litenext.training.data import DataError, samples_from_arrays
@@ -28,17 +31,13 @@ def _discs(n, size=48, seed=0):
 
 def _run(samples, val, cfg, should_stop=None):
     events = []
-    gen = train(samples, val, cfg, should_stop)
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
+    result = run_to_end(train(samples, val, cfg, should_stop), events.append)
+    return events, result
 
 
 def _cfg(tmp_path=None, **kw):
-    base = dict(epochs=2, batch_size=4, patch_size=32, mode="tile", srp=False, lr=3e-3, device="cpu",
-                model=SMALL, output_dir=str(tmp_path) if tmp_path else None)
+    base = dict(epochs=2, batch_size=4, patch_size=32, mode="tile", loss=LossConfig(srp=False), lr=3e-3,
+                device="cpu", model=SMALL, output_dir=str(tmp_path) if tmp_path else None)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -60,7 +59,7 @@ def test_events_checkpoints_and_history(tmp_path):
 
 
 def test_srp_checkpoint_holds_only_the_segmentation_network(tmp_path):
-    cfg = _cfg(tmp_path, model=ModelConfig(), srp=True, epochs=1, batch_size=2)
+    cfg = _cfg(tmp_path, model=ModelConfig(), loss=LossConfig(srp=True), epochs=1, batch_size=2)
     _, result = _run(_discs(2, size=32), None, cfg)
     ckpt = load_checkpoint(result.checkpoint)
     assert set(ckpt.state_dict) == set(LiteNeXt().state_dict())
@@ -73,7 +72,7 @@ def test_learns_bright_discs():
     # A real learning check: 32 steps take validation Dice from 0 to about 0.89 (seeded).
     torch.manual_seed(0)
     cfg = _cfg(None, epochs=8, batch_size=2, lr=3e-3, patch_size=48, normalisation="minmax",
-               augment=AugmentConfig(enabled=False), loss="dice_bce",
+               augment=AugmentConfig(enabled=False), loss=LossConfig(loss="dice_bce", srp=False),
                model=ModelConfig(base_width=8, fusion_dim=16))
     _, result = _run(_discs(8), _discs(3, seed=5), cfg)
     assert result.history[0]["val_dice"] < 0.5
@@ -123,7 +122,7 @@ def test_step_decay_of_learning_rate():
 
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(epochs=0), "epochs"), (dict(patch_size=20), "multiple of 16"), (dict(mode="zoom"), "mode"),
-    (dict(loss="focal"), "loss"), (dict(resize_mix=2.0), "resize_mix"),
+    (dict(resize_mix=2.0), "resize_mix"), (dict(threshold=1.0), "threshold"),
 ])
 def test_config_validation(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
@@ -151,3 +150,81 @@ def test_nan_images_are_refused_before_training(tmp_path):
     with pytest.raises(InputError, match="NaN"):
         _run(samples, None, _cfg(tmp_path, epochs=1))
     assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- settings resolved in the core
+
+def _start_model(tmp_path, **inference):
+    from napari_litenext.config import InferenceConfig, ModelCard
+    from napari_litenext.network.checkpoint import save_checkpoint
+
+    path = tmp_path / "start.pt"
+    torch.manual_seed(1)
+    save_checkpoint(path, LiteNeXt(SMALL), InferenceConfig(**inference), ModelCard(name="start"))
+    return path
+
+
+def test_fine_tuning_inherits_the_starting_models_settings(tmp_path):
+    start = _start_model(tmp_path, normalisation="percentile", percentiles=(2.0, 98.0), mode="tile",
+                         input_size=32, tile_size=64, threshold=0.4, min_size=5, instances=True, invert=True)
+    cfg = TrainConfig(epochs=1, batch_size=4, loss=LossConfig(srp=False), device="cpu", init=str(start))
+    assert cfg.mode is None and cfg.normalisation is None and cfg.patch_size is None
+    _, result = _run(_discs(4), None, cfg)
+    got = result.model.inference
+    assert (got.normalisation, got.percentiles, got.mode, got.input_size, got.tile_size, got.threshold,
+            got.min_size, got.instances, got.invert) == ("percentile", (2.0, 98.0), "tile", 32, 64, 0.4, 5, True, True)
+    assert result.config.mode == "tile" and result.config.patch_size == 32 and result.config.model == SMALL
+    # what the caller sets wins over the starting model
+    _, result = _run(_discs(4), None, dataclasses.replace(cfg, threshold=0.6, normalisation="minmax"))
+    assert result.model.inference.threshold == 0.6 and result.model.inference.normalisation == "minmax"
+    assert result.model.inference.mode == "tile"
+
+
+def test_from_scratch_uses_the_inference_defaults():
+    from napari_litenext.config import InferenceConfig
+
+    cfg = TrainConfig(epochs=1, batch_size=4, loss=LossConfig(srp=False), device="cpu", model=SMALL)
+    assert cfg.inference_config() == InferenceConfig()
+    assert cfg.inference_config(InferenceConfig(mode="tile")).mode == "tile"
+
+
+def test_resume_keeps_the_runs_settings(tmp_path):
+    _run(_discs(4), None, _cfg(tmp_path, epochs=1, normalisation="minmax", threshold=0.3))
+    cfg = TrainConfig(epochs=2, batch_size=4, loss=LossConfig(srp=False), device="cpu", resume=True,
+                      output_dir=str(tmp_path))
+    _, result = _run(_discs(4), None, cfg)
+    inference = load_checkpoint(tmp_path / "last.pt").inference
+    assert (inference.normalisation, inference.threshold, inference.mode, inference.input_size) == \
+        ("minmax", 0.3, "tile", 32)
+    assert result.history[-1]["epoch"] == 2
+
+
+def test_a_changed_loss_weight_reaches_the_loss_and_the_records(tmp_path, monkeypatch):
+    import napari_litenext.training.losses as losses
+
+    seen = []
+    original = losses.margin_weight_map
+
+    def spy(mask, kernel_size, w_b, w_o, w_m):
+        seen.append((kernel_size, w_b, w_o, w_m))
+        return original(mask, kernel_size, w_b, w_o, w_m)
+
+    monkeypatch.setattr(losses, "margin_weight_map", spy)
+    loss = LossConfig(preset="authors-code", w_m=4.5, kernel_size=5, srp=False)
+    _run(_discs(4), None, _cfg(tmp_path, epochs=1, loss=loss))
+    assert seen and set(seen) == {(5, 5.0, 3.0, 4.5)}
+    ckpt = load_checkpoint(tmp_path / "best.pt")
+    recorded = ckpt.extra["train_config"]["loss"]
+    assert (recorded["w_b"], recorded["w_o"], recorded["w_m"], recorded["kernel_size"]) == (5.0, 3.0, 4.5, 5)
+    assert "w_m 4.5" in ckpt.card.recipe and "changed w_m, kernel_size" in ckpt.card.recipe
+
+
+def test_validation_dice_is_what_predict_and_the_metrics_give():
+    from napari_litenext.inference.evaluate import evaluate_arrays
+    from napari_litenext.inference.predict import predict
+
+    val = _discs(3, seed=4)
+    _, result = _run(_discs(4), val, _cfg(None, epochs=1))
+    labels = [predict(s.image, result.model, instances=False).labels for s in val]
+    dice = evaluate_arrays(labels, [s.mask for s in val]).means["dice"]
+    assert result.history[0]["val_dice"] == pytest.approx(dice, abs=1e-12)

@@ -7,6 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from napari_litenext.errors import SettingsError
+from napari_litenext.training.config import LossConfig
 from scipy import ndimage as ndi
 
 from napari_litenext.training.losses import (DICE_SMOOTH, MWL_PRESETS, MarginalWeightLoss, SegmentationLoss, bce,
@@ -140,8 +143,8 @@ def test_mwl_value_hand_computed():
 def test_dice_bce_equals_mwl_with_unit_weights(rng):
     z = torch.from_numpy(rng.normal(size=(2, 1, 12, 10)).astype(np.float32))
     y = (torch.from_numpy(rng.random((2, 1, 12, 10))) > 0.5).float()
-    plain = build_loss("dice_bce")
-    ones = build_loss("mwl", w_b=1, w_o=1, w_m=1)
+    plain = build_loss(LossConfig(loss="dice_bce"))
+    ones = build_loss(LossConfig(w_b=1, w_o=1, w_m=1))
     assert plain(z, y).item() == pytest.approx(ones(z, y).item(), rel=1e-6)
     assert plain(z, y).item() == pytest.approx((bce(z, y) + dice_loss(torch.sigmoid(z), y)).item(), rel=1e-6)
 
@@ -161,16 +164,20 @@ def test_presets_and_overrides():
     assert MWL_PRESETS["boundary"] == {"w_b": 1.0, "w_o": 3.0, "w_m": 6.0, "kernel_size": 7}
     assert MWL_PRESETS["authors-code"] == {"w_b": 5.0, "w_o": 3.0, "w_m": 2.0, "kernel_size": 7}
     default = MarginalWeightLoss()
-    assert (default.preset, default.w_b, default.w_o, default.w_m, default.kernel_size) == ("boundary", 1, 3, 6, 7)
-    authors = MarginalWeightLoss("authors-code", w_m=4.0, kernel_size=np.int64(5))
-    assert (authors.w_b, authors.w_o, authors.w_m, authors.kernel_size) == (5.0, 3.0, 4.0, 5)
-    assert authors.settings == {"name": "mwl", "preset": "authors-code", "w_b": 5.0, "w_o": 3.0, "w_m": 4.0,
-                                "kernel_size": 5, "smooth": 1.0}
-    assert build_loss("dice_bce").settings == {"name": "dice_bce", "smooth": 1.0}
+    assert (default.w_b, default.w_o, default.w_m, default.kernel_size) == (1, 3, 6, 7)
+    assert build_loss().settings == default.settings
+    config = LossConfig(preset="authors-code", w_m=4.0, kernel_size=np.int64(5))
+    assert (config.w_b, config.w_o, config.w_m, config.kernel_size) == (5.0, 3.0, 4.0, 5)
+    assert type(config.kernel_size) is int
+    assert build_loss(config).settings == {"name": "mwl", "w_b": 5.0, "w_o": 3.0, "w_m": 4.0, "kernel_size": 5,
+                                           "smooth": 1.0}
+    assert build_loss(LossConfig(loss="dice_bce")).settings == {"name": "dice_bce", "smooth": 1.0}
+    assert config.describe() == ("Marginal Weight Loss (w_b 5, w_o 3, w_m 4, kernel 5; authors-code preset, "
+                                 "changed w_m, kernel_size) + SRP (lambda 0.1, tau 0.99)")
+    assert LossConfig(loss="dice_bce", srp=False).describe() == "soft Dice + BCE"
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(preset="margin"), "unknown MWL preset"),
     (dict(kernel_size=6), "odd"),
     (dict(w_o=-0.5), "w_o"),
     (dict(smooth=0), "smooth"),
@@ -180,15 +187,23 @@ def test_mwl_argument_errors(kwargs, match):
         MarginalWeightLoss(**kwargs)
 
 
-def test_build_loss_errors_and_none_passthrough():
-    assert isinstance(build_loss("mwl", preset=None, w_b=None), MarginalWeightLoss)
-    assert type(build_loss("dice_bce", w_b=None, kernel_size=None)) is SegmentationLoss
-    with pytest.raises(ValueError, match="unknown loss"):
-        build_loss("focal")
-    with pytest.raises(ValueError, match="only apply to the 'mwl'"):
-        build_loss("dice_bce", w_m=6)
-    with pytest.raises(ValueError, match="unknown setting"):
-        build_loss("mwl", weight=3)
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(preset="margin"), "unknown MWL preset"),
+    (dict(loss="focal"), "unknown loss"),
+    (dict(loss="dice_bce", w_m=6), "only apply to the 'mwl'"),
+    (dict(kernel_size=4), "odd positive"),
+    (dict(w_b=float("nan")), "w_b must be a finite number"),
+    (dict(srp_lambda=-1), "SRP lambda"),
+    (dict(srp_tau=1.0), "SRP tau"),
+])
+def test_loss_config_errors(kwargs, match):
+    with pytest.raises(SettingsError, match=match):
+        LossConfig(**kwargs)
+
+
+def test_build_loss_takes_a_config_only():
+    with pytest.raises(ValueError, match="takes a LossConfig"):
+        build_loss("mwl")
 
 
 @pytest.mark.parametrize("z_shape, y_shape, match", [
@@ -196,7 +211,7 @@ def test_build_loss_errors_and_none_passthrough():
     ((1, 8, 8), (1, 8, 8), "B x 1 x H x W"),
 ])
 def test_forward_shape_errors(z_shape, y_shape, match):
-    for loss in (build_loss("dice_bce"), build_loss("mwl")):
+    for loss in (build_loss(LossConfig(loss="dice_bce")), build_loss()):
         with pytest.raises(ValueError, match=match):
             loss(torch.zeros(z_shape), torch.zeros(y_shape))
 
@@ -204,7 +219,7 @@ def test_forward_shape_errors(z_shape, y_shape, match):
 def test_half_precision_logits_are_scored_in_float32():
     y = _mask(8, 8, 2, 6, 2, 6)
     z = torch.randn(1, 1, 8, 8)
-    loss = build_loss("mwl", kernel_size=3)
+    loss = build_loss(LossConfig(kernel_size=3))
     full = loss(z, y)
     half = loss(z.half(), y)
     assert half.dtype == torch.float32

@@ -55,8 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not _is_user_error(exc):
             raise
-        print(f"napari-litenext: error: {exc}", file=sys.stderr)
+        print(f"napari-litenext: error: {_as_flags(exc)}", file=sys.stderr)
         return 2
+
+
+def _as_flags(exc: Exception) -> str:
+    """The message, with a leading setting name written as its option (``min_size`` -> ``--min-size``)."""
+    from ..config import InferenceConfig
+    from ..errors import SettingsError
+
+    text = str(exc)
+    first, _, rest = text.partition(" ")
+    if isinstance(exc, SettingsError) and first in InferenceConfig.__dataclass_fields__:
+        return f"--{first.replace('_', '-')} {rest}"
+    return text
 
 
 def _is_user_error(exc: Exception) -> bool:

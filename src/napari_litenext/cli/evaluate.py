@@ -32,6 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "256x256, score there, skip images with empty masks (as the LiteNeXt paper)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="probability threshold (default: the model's)")
+    parser.add_argument("--min-size", type=int, default=None, metavar="PIXELS",
+                        help="remove objects smaller than this (default: the model's; the paper protocol uses 0)")
     parser.add_argument("--channel", type=int, default=None, help="channel to segment in multichannel images")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
@@ -47,14 +49,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{args.json} exists; add --overwrite to replace it")
     if args.json is not None and args.json.is_dir():
         raise CliError(f"--json {args.json} is a folder; give a file name")
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        raise CliError(f"--threshold must be between 0 and 1 (exclusive), got {args.threshold}")
-
+    from ..config import check_inference_settings
     from ..inference.evaluate import evaluate_pairs
 
+    check_inference_settings(threshold=args.threshold, min_size=args.min_size)
     steps = evaluate_pairs(args.model, args.images, args.masks, instances=args.instances,
-                           protocol=args.protocol, threshold=args.threshold, device=args.device,
-                           channel=args.channel)
+                           protocol=args.protocol, threshold=args.threshold, min_size=args.min_size,
+                           device=args.device, channel=args.channel)
     result = _drain(steps)
     print(result.table())
     if args.json is not None:
@@ -66,20 +67,21 @@ def run(args: argparse.Namespace) -> int:
 def _drain(steps):
     from tqdm import tqdm
 
-    bar = None
+    from ..progress import run_to_end
+
+    bars: list = []
+
+    def show(progress) -> None:
+        if progress.message.startswith("note:"):
+            return  # notes are printed with the table
+        if not bars:
+            # disable=None: no bar when stderr is not a terminal (logs, pipes)
+            bars.append(tqdm(total=progress.total, unit="image", file=sys.stderr, disable=None, leave=False))
+        bars[0].n = progress.done
+        bars[0].set_postfix_str(progress.message[:30], refresh=True)
+
     try:
-        while True:
-            try:
-                progress = next(steps)
-            except StopIteration as stop:
-                return stop.value
-            if progress.message.startswith("note:"):
-                continue  # notes are printed with the table
-            if bar is None:
-                # disable=None: no bar when stderr is not a terminal (logs, pipes)
-                bar = tqdm(total=progress.total, unit="image", file=sys.stderr, disable=None, leave=False)
-            bar.n = progress.done
-            bar.set_postfix_str(progress.message[:30], refresh=True)
+        return run_to_end(steps, show)
     finally:
-        if bar is not None:
+        for bar in bars:
             bar.close()

@@ -14,11 +14,10 @@ import tempfile
 from pathlib import Path
 
 from ..config import MODES
+from ..network.registry import DEFAULT_MODEL
 
 __all__ = ["add_parser", "run", "DEFAULT_MODEL", "LOW_MEMORY_FILE_BYTES"]
 
-#: Bundled model used when ``--model`` is not given.
-DEFAULT_MODEL = "nuclei"
 #: Input files larger than this are segmented as with ``--low-memory``.
 LOW_MEMORY_FILE_BYTES = 1 << 30
 
@@ -35,14 +34,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("-m", "--model", metavar="NAME_OR_PATH",
                    help=f"bundled model name or checkpoint file (default: {DEFAULT_MODEL!r} if bundled)")
     p.add_argument("--threshold", type=float, help="foreground probability threshold (default: the model's)")
-    p.add_argument("--instances", action="store_true",
-                   help="number each object, splitting touching ones (int32 labels)")
-    p.add_argument("--min-size", type=int, metavar="PIXELS", help="remove objects smaller than this")
+    p.add_argument("--instances", action=argparse.BooleanOptionalAction, default=None,
+                   help="number each object, splitting touching ones (int32 labels); --no-instances for a "
+                        "0/1 mask (default: the model's)")
+    p.add_argument("--min-size", type=int, metavar="PIXELS",
+                   help="remove objects smaller than this (default: the model's)")
     p.add_argument("--channel", type=int, help="channel to segment in multichannel images (0-based)")
     p.add_argument("--axes", help="axes of the images, e.g. YX, YXC, CYX, ZYX, TYX, ZCYX (default: inferred)")
     p.add_argument("--mode", choices=MODES, help="tile: native resolution; resize: whole image at the "
                                                  "model's input size (default: the model's)")
-    p.add_argument("--tile-size", type=int, metavar="PIXELS", help="tile edge for --mode tile (multiple of 16)")
+    p.add_argument("--tile-size", type=int, metavar="PIXELS",
+                   help="tile edge for --mode tile (multiple of 16; default: the model's)")
     p.add_argument("--batch-size", type=int, default=8, help="tiles per network call (default: 8)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32)")
@@ -81,12 +83,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_numbers(args: argparse.Namespace, CliError: type) -> None:
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        raise CliError(f"--threshold must be between 0 and 1 (exclusive), got {args.threshold}")
-    if args.min_size is not None and args.min_size < 0:
-        raise CliError(f"--min-size must be >= 0, got {args.min_size}")
-    if args.tile_size is not None and (args.tile_size < 16 or args.tile_size % 16):
-        raise CliError(f"--tile-size must be a multiple of 16 and at least 16, got {args.tile_size}")
+    from ..config import check_inference_settings
+
+    # Bad values are refused before any file is read or model loaded; the model's values fill the rest.
+    check_inference_settings(threshold=args.threshold, min_size=args.min_size, tile_size=args.tile_size,
+                             instances=args.instances, mode=args.mode)
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
 
@@ -191,8 +192,9 @@ def _workdir(path: Path, args: argparse.Namespace):
 def _segment_one(path: Path, model, args: argparse.Namespace, position: int = 0, workdir: str | None = None):
     from tqdm import tqdm
 
-    from ..io.images import read_image_with_axes
     from ..inference.predict import segment
+    from ..io.images import read_image_with_axes
+    from ..progress import run_to_end
 
     image, file_axes = read_image_with_axes(path, memory_map=workdir is not None)
     axes = args.axes or file_axes
@@ -201,19 +203,18 @@ def _segment_one(path: Path, model, args: argparse.Namespace, position: int = 0,
                   tile_size=args.tile_size, batch_size=args.batch_size, workdir=workdir)
     bar = tqdm(desc=path.name, unit="step", file=sys.stderr, disable=args.quiet, position=position, leave=False,
                dynamic_ncols=True)
-    stage = None
+    stage: list[str] = []
+
+    def show(event) -> None:
+        if not stage or event.stage != stage[-1]:
+            stage.append(event.stage)
+            bar.reset(total=event.total)
+            bar.set_description(f"{path.name} {event.stage}")
+        bar.n = event.done
+        bar.refresh()
+
     try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return image, stop.value
-            if event.stage != stage:
-                stage = event.stage
-                bar.reset(total=event.total)
-                bar.set_description(f"{path.name} {stage}")
-            bar.n = event.done
-            bar.refresh()
+        return image, run_to_end(gen, show)
     finally:
         bar.close()
 

@@ -1,11 +1,8 @@
 """Scoring a model against ground truth: folders of images and masks, or label arrays in memory.
 
-Pairing rule (``pair_files``): an image and a mask belong together when their names match after
-removing the file ending (``.png``, ``.tif``, ``.ome.tif``, ...) and, from the mask's name only,
-one of the endings ``_mask``, ``_masks``, ``_label``, ``_labels``, ``_gt`` (the rule training uses).
-So ``cell7.png`` pairs with ``cell7.tif``, ``cell7_mask.png`` or ``cell7_labels.tif``. Images
-without masks, masks without images, two files claiming the same name, and size mismatches are all
-reported together in one error before anything is predicted.
+Folders are paired by ``io.pairing`` (the rule training uses: ``cell7.png`` pairs with
+``cell7.tif``, ``cell7_mask.png`` or ``cell7_labels.tif``); every problem is reported together in
+one error before anything is predicted.
 
 Masks may be binary ({0, 1}, {0, 255}) or label images; foreground is every value > 0. Object
 scores (``instances=True``) need labels: a binary mask is split into its 4-connected components,
@@ -32,21 +29,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..config import check_inference_settings
 from ..errors import Cancelled, EvaluationError
 from ..progress import Progress, run_to_end
 from ..metrics import BINARY_KEYS, INSTANCE_KEYS, PAPER_SIZE, binary_scores, instance_scores, resize_nearest, \
     summarise
-from .preprocess import InputError
+from ..io.pairing import check_sizes, match_folders, problems_message
+from .resize import resize_keep_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..network.model import LiteNeXt
 
 __all__ = ["EvaluationError", "EvaluationResult", "pair_files", "evaluate_pairs", "evaluate", "evaluate_arrays",
-           "PROTOCOLS", "MASK_ENDINGS"]
+           "PROTOCOLS"]
 
 PROTOCOLS = ("native", "paper")
-# Must stay the rule of data.samples_from_folders, so that a folder pair trains and evaluates alike.
-MASK_ENDINGS = ("_mask", "_masks", "_label", "_labels", "_gt")
 _LABELLED_NOTE = ("binary masks were split into 4-connected components for object scores; touching "
                   "objects in them count as one")
 
@@ -118,37 +115,8 @@ def _json_default(value: Any) -> Any:
 
 # ---------------------------------------------------------------- pairing
 
-def _image_key(path: Path) -> str:
-    from ..io.images import output_stem
-
-    return output_stem(path)
-
-
-def _mask_key(path: Path) -> str:
-    stem = _image_key(path)
-    for ending in sorted(MASK_ENDINGS, key=len, reverse=True):
-        if stem.endswith(ending) and len(stem) > len(ending):
-            return stem[: -len(ending)]
-    return stem
-
-
-def _index(folder: Path, key: Callable[[Path], str], problems: list[str]) -> dict[str, Path]:
-    from ..io.images import IMAGE_SUFFIXES
-
-    found: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:
-            found.setdefault(key(path), []).append(path)
-    for name, paths in found.items():
-        if len(paths) > 1:
-            problems.append(f"{name}: several files in {folder} ({', '.join(p.name for p in paths)}); keep one")
-    return {name: paths[0] for name, paths in found.items()}
-
-
 def pair_files(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
-    """Pair images with masks by name (rule in the module docstring) and check their sizes.
-
-    Sizes are read from the file headers, so no pixels are decoded here.
+    """Pair images with masks by name (``io.pairing``) and check their sizes from the file headers.
 
     Returns:
         ``(name, image_path, mask_path)`` sorted by name.
@@ -157,51 +125,11 @@ def pair_files(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> l
         EvaluationError: a folder is missing or holds no images; any unpaired, ambiguous,
             unreadable or size-mismatched files (all listed in one message).
     """
-    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
-    for label, folder in (("images", images_dir), ("masks", masks_dir)):
-        if not folder.is_dir():
-            raise EvaluationError(f"{label} folder not found: {folder}")
-    problems: list[str] = []
-    images = _index(images_dir, _image_key, problems)
-    masks = _index(masks_dir, _mask_key, problems)
-    if not images:
-        raise EvaluationError(f"no images found in {images_dir}")
-    for name in sorted(set(images) - set(masks)):
-        problems.append(f"{images[name].name}: no mask in {masks_dir} (expected {name}.png, {name}_mask.png, ...)")
-    for name in sorted(set(masks) - set(images)):
-        problems.append(f"{masks[name].name}: no image named {name}.* in {images_dir}")
-    pairs = [(name, images[name], masks[name]) for name in sorted(set(images) & set(masks))]
-    for name, image_path, mask_path in pairs:
-        try:
-            image_hw, mask_hw = _plane_shape(image_path), _plane_shape(mask_path)
-        except Exception as exc:  # any reader error: report with the others
-            problems.append(f"{name}: cannot read the file header ({str(exc).splitlines()[0][:120]})")
-            continue
-        if image_hw and mask_hw and image_hw != mask_hw:
-            problems.append(f"{name}: image is {image_hw[0]}x{image_hw[1]} but mask is {mask_hw[0]}x{mask_hw[1]}")
+    pairs, problems = match_folders(images_dir, masks_dir)
+    problems += check_sizes(pairs)
     if problems:
-        shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
-        raise EvaluationError(f"{len(problems)} problem(s) pairing {images_dir} with {masks_dir}: "
-                              + "; ".join(shown))
-    return pairs
-
-
-def _plane_shape(path: Path) -> tuple[int, int] | None:
-    """(height, width) from the header, or None when the layout does not say."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes, shape = str(series.axes), tuple(series.shape)
-        if "Y" in axes and "X" in axes and len(axes) == len(shape):
-            return shape[axes.index("Y")], shape[axes.index("X")]
-        return None
-    from PIL import Image
-
-    with Image.open(path) as img:
-        width, height = img.size
-    return height, width
+        raise EvaluationError(problems_message(problems, images_dir, masks_dir))
+    return [(p.name, p.image, p.mask) for p in pairs]
 
 
 # ---------------------------------------------------------------- scoring
@@ -299,28 +227,15 @@ def _progress(stage: str, done: int, total: int, message: str = "") -> Progress:
 
 
 def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear (antialiased) resize of H x W or H x W x C to size x size, keeping the dtype."""
-    import torch
-    import torch.nn.functional as F
-
+    """The paper protocol's input: H x W or H x W x C resized to size x size, keeping the dtype."""
     if image.ndim not in (2, 3):
         raise EvaluationError(f"the paper protocol needs 2D images (H x W or H x W x C), got shape {image.shape}")
-    chw = image[None] if image.ndim == 2 else np.moveaxis(image, 2, 0)
-    t = torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32))[None]
-    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    out = t[0].numpy()
-    out = out[0] if image.ndim == 2 else np.moveaxis(out, 0, 2)
-    if np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(image.dtype)
-        out = np.clip(np.rint(out), info.min, info.max)
-    elif image.dtype == bool:
-        out = out >= 0.5
-    return np.ascontiguousarray(out.astype(image.dtype))
+    return resize_keep_dtype(image, size, size)
 
 
 def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLike, masks: str | os.PathLike, *,
                    instances: bool = False, protocol: str = "native", threshold: float | None = None,
-                   device: Any = None, channel: int | None = None,
+                   min_size: int | None = None, device: Any = None, channel: int | None = None,
                    should_stop: Callable[[], bool] | None = None
                    ) -> Generator[Progress, None, EvaluationResult]:
     """Predict every image of a folder and score it against its mask, step by step.
@@ -331,7 +246,7 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
         masks: folder of masks paired by name (module docstring).
         instances: also compute object scores (F1 at IoU 0.5, AJI).
         protocol: ``"native"`` or ``"paper"`` (module docstring).
-        threshold: probability threshold; None uses the model's.
+        threshold, min_size: None uses the model's (the paper protocol keeps no minimum size).
         device: torch device; None picks one.
         channel: channel to segment in multichannel images (as ``predict``).
         should_stop: returns True to cancel; ``predict.Cancelled`` is raised.
@@ -349,9 +264,14 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
     """
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    # The paper scores the thresholded network output: no minimum object size there.
+    overrides = {"threshold": threshold, "instances": bool(instances),
+                 "min_size": 0 if protocol == "paper" else min_size}
+    check_inference_settings(**overrides)  # before any file is read
     pairs = pair_files(images, masks)
     if isinstance(model, (str, os.PathLike)):
         model = _load_model(model, device)
+    used = model.inference.with_overrides(**overrides)
     from ..io.images import read_image, read_mask
 
     rows: list[dict[str, Any]] = []
@@ -370,10 +290,7 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
                 skipped.append(name)
                 continue
             image = _resize_image(image, PAPER_SIZE)
-        # The paper scores the thresholded network output: no minimum object size there.
-        pred = _predict_labels(image, model, instances=instances, threshold=threshold, device=device,
-                               channel=channel, should_stop=should_stop,
-                               min_size=0 if protocol == "paper" else None)
+        pred = _predict_labels(image, model, device=device, channel=channel, should_stop=should_stop, **overrides)
         if pred.shape != gt.shape:
             raise EvaluationError(f"{name}: prediction is {pred.shape} but the mask is {gt.shape}; "
                                   "evaluate 2D images only (give channel= for multichannel images)")
@@ -386,14 +303,13 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
     if not rows:
         raise EvaluationError(f"all {total} ground-truth masks are empty at {PAPER_SIZE}x{PAPER_SIZE}; the paper "
                               "protocol skips those: use --protocol native")
-    inference = getattr(model, "inference", None)
-    card = getattr(model, "card", None)
     settings = {
         "protocol": protocol,
-        "instances": bool(instances),
-        "threshold": threshold if threshold is not None else getattr(inference, "threshold", None),
-        "model": getattr(card, "name", None),
-        "model_sha256": getattr(model, "sha256", None) or None,
+        "instances": used.instances,
+        "threshold": used.threshold,
+        "min_size": used.min_size,
+        "model": model.card.name,
+        "model_sha256": model.sha256 or None,
         "images": str(images),
         "masks": str(masks),
     }

@@ -16,10 +16,15 @@ few same-size boolean temporaries of hole filling.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["postprocess", "split_instances", "remove_small", "overlay", "MAX_SPLIT_PIXELS"]
+from ..config import check_threshold
+from ..progress import run_to_end
+
+__all__ = ["postprocess", "postprocess_stack", "postprocess_slice", "split_instances", "remove_small", "overlay", "MAX_SPLIT_PIXELS"]
 
 # Minimum depth (pixels of distance) of a distance-transform maximum to seed its own instance; the
 # depth grows with the object's size (fraction of its largest inscribed radius) so that the
@@ -58,20 +63,38 @@ def postprocess(probabilities: np.ndarray, threshold: float = 0.5, instances: bo
     probabilities = np.asarray(probabilities)
     if probabilities.ndim < 2:
         raise ValueError(f"probabilities must be 2D or a stack of 2D maps, got shape {probabilities.shape}")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
+    threshold = check_threshold(threshold)
     out = np.zeros(probabilities.shape, dtype=np.int32 if instances else np.uint8)
-    flat_in = probabilities.reshape((-1,) + probabilities.shape[-2:])
-    flat_out = out.reshape((-1,) + out.shape[-2:])
-    next_id = 1
-    for prob, dst in zip(flat_in, flat_out):
-        labels = postprocess_slice(prob, threshold, instances, min_size, fill_holes, out=dst)
-        if instances:
-            n = int(labels.max())
-            if next_id > 1 and n:
-                labels[labels > 0] += next_id - 1
-            next_id += n
+    run_to_end(postprocess_stack(probabilities, out, threshold, instances, min_size, fill_holes))
     return out
+
+
+def postprocess_stack(probabilities: np.ndarray, out: np.ndarray, threshold: float, instances: bool,
+                      min_size: int, fill_holes: bool = True) -> Iterator[int]:
+    """``postprocess`` into ``out``, one 2D slice at a time, yielding each finished slice's index.
+
+    Args:
+        probabilities: ... x H x W probability maps (memory-mapped is fine: one slice is read at a time).
+        out: a C-contiguous array of the same shape, uint8 or int32 (``instances``), overwritten.
+        threshold, instances, min_size, fill_holes: as ``postprocess``.
+
+    Yields:
+        The flat index of each slice when it is done, so that callers can report progress or stop.
+    """
+    if out.shape != probabilities.shape or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous array of shape {probabilities.shape}")
+    flat_in = probabilities.reshape((-1,) + probabilities.shape[-2:])
+    flat_out = out.reshape((-1,) + out.shape[-2:])  # a view: out is contiguous
+    next_id = 1
+    for index, (prob, dst) in enumerate(zip(flat_in, flat_out)):
+        postprocess_slice(prob, threshold, instances, min_size, fill_holes, out=dst)
+        if instances:
+            # Slices are numbered 1..n on their own; shifting them keeps ids unique in the stack.
+            n = int(dst.max(initial=0))
+            if next_id > 1 and n:
+                dst[dst > 0] += next_id - 1
+            next_id += n
+        yield index
 
 
 def postprocess_slice(prob: np.ndarray, threshold: float, instances: bool, min_size: int,

@@ -18,16 +18,19 @@ import math
 import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import Cancelled
 from ..progress import Progress, run_to_end
-from ..config import MODES, InferenceConfig
-from .postprocess import postprocess_slice
+from .postprocess import postprocess_stack
 from .preprocess import InputError, intensity_range, select_channels, to_network_input
-from .tiling import TileGrid, resize_bilinear
+from .resize import resize_bilinear
+from .tiling import TileGrid
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..network.model import LiteNeXt
 
 __all__ = ["Progress", "Prediction", "Cancelled", "segment", "predict", "infer_axes", "MIN_IMAGE_SIZE"]
 
@@ -126,8 +129,8 @@ def _channel_view(array: np.ndarray, has_channels: bool, channel: int | None) ->
     return array[..., :3]
 
 
-def segment(image: np.ndarray, model: Any, *, axes: str | None = None, channel: int | None = None,
-            threshold: float | None = None, instances: bool = False, min_size: int | None = None,
+def segment(image: np.ndarray, model: LiteNeXt, *, axes: str | None = None, channel: int | None = None,
+            threshold: float | None = None, instances: bool | None = None, min_size: int | None = None,
             mode: str | None = None, tile_size: int | None = None, tile_overlap: float | None = None,
             batch_size: int = 8, device: Any = None, should_stop: Callable[[], bool] | None = None,
             workdir: str | os.PathLike | None = None) -> Generator[Progress, None, Prediction]:
@@ -135,16 +138,17 @@ def segment(image: np.ndarray, model: Any, *, axes: str | None = None, channel: 
 
     Args:
         image: a 2D image or a stack, any integer, float or bool dtype (see ``infer_axes``).
-        model: a LiteNeXt (from ``load_model``) carrying ``.inference``; any torch module mapping
-            B x 3 x H x W in [0, 1] to B x 1 x H x W logits works.
+        model: a LiteNeXt (from ``load_model``); its ``inference`` settings are the defaults of
+            every setting below.
         axes: one letter per dimension from T, Z, C, Y, X (e.g. ``"CYX"``, ``"ZYXC"``); inferred
             when None. T and Z axes are processed slice by slice into one output stack.
         channel: index of the channel to segment in multichannel images; None uses RGB (alpha
             dropped) for 3/4 channels and requires a choice otherwise.
-        threshold, min_size, mode, tile_size, tile_overlap: None takes the model's
-            ``inference`` setting. ``mode`` is ``"tile"`` (native resolution, overlapping tiles
-            blended smoothly) or ``"resize"`` (whole image resized to ``inference.input_size``).
-        instances: also split touching objects into numbered instances.
+        threshold, instances, min_size, mode, tile_size, tile_overlap: None takes the model's
+            stored value (``model.inference``), so every caller gets the same labels for the same
+            settings. ``mode`` is ``"tile"`` (native resolution, overlapping tiles blended
+            smoothly) or ``"resize"`` (whole image resized to ``inference.input_size``);
+            ``instances`` splits touching objects into numbered instances.
         batch_size: most tiles (or slices) per network call; on CPU also capped by pixel count.
         device: torch device for the model (moved there); None keeps the model where it is.
         should_stop: called before each batch; returning True raises ``Cancelled``.
@@ -159,20 +163,18 @@ def segment(image: np.ndarray, model: Any, *, axes: str | None = None, channel: 
         ``Prediction`` (as the generator's ``StopIteration.value``).
 
     Raises:
-        InputError: an unusable image or setting (wrong dimensions, smaller than 16 x 16, NaN or
-            infinite values, unknown axes, channel out of range, bad tile size, ...).
+        InputError: an unusable image (wrong dimensions, smaller than 16 x 16, NaN or infinite
+            values, unknown axes, channel out of range, ...).
+        SettingsError: a setting out of range (threshold, tile size, ...).
         Cancelled: ``should_stop()`` returned True.
     """
     import torch
 
     image = np.asarray(image)
-    inference: InferenceConfig = getattr(model, "inference", None) or InferenceConfig()
-    threshold = inference.threshold if threshold is None else float(threshold)
-    min_size = inference.min_size if min_size is None else int(min_size)
-    mode = inference.mode if mode is None else mode
-    tile_size = inference.tile_size if tile_size is None else int(tile_size)
-    tile_overlap = inference.tile_overlap if tile_overlap is None else float(tile_overlap)
-    _check_settings(threshold, min_size, mode, tile_size, tile_overlap, batch_size)
+    inference = model.inference.with_overrides(threshold=threshold, instances=instances, min_size=min_size,
+                                                mode=mode, tile_size=tile_size, tile_overlap=tile_overlap)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
 
     if image.ndim < 2:
         raise InputError(f"expected an image with at least 2 dimensions (Y, X), got shape {image.shape}")
@@ -193,25 +195,25 @@ def segment(image: np.ndarray, model: Any, *, axes: str | None = None, channel: 
     value_range = intensity_range(pixels, inference)
 
     dev = _place_model(model, device, torch)
-    was_training = bool(getattr(model, "training", False))
+    was_training = model.training
     model.eval()
     try:
         slices = list(np.ndindex(*stack_shape)) if stack_shape else [()]
         probabilities = _allocate(workdir, "probabilities", stack_shape + (height, width), np.float32)
         settings = {
-            "model": getattr(getattr(model, "card", None), "name", None) or type(model).__name__,
-            "sha256": getattr(model, "sha256", "") or "",
-            "mode": mode, "threshold": threshold, "instances": bool(instances), "min_size": min_size,
+            "model": model.card.name, "sha256": model.sha256,
+            "mode": inference.mode, "threshold": inference.threshold, "instances": inference.instances,
+            "min_size": inference.min_size,
             "axes": stack_axes + "YX", "input_axes": axes, "channel": channel,
             "normalisation": inference.normalisation, "value_range": [value_range[0], value_range[1]],
             "invert": inference.invert, "device": str(dev),
         }
         run = _Runner(model, dev, torch, should_stop)
 
-        if mode == "tile":
-            overlap = int(round(tile_overlap * tile_size))
-            grid = TileGrid(height, width, tile_size, overlap)
-            settings.update(tile_size=tile_size, tile_overlap=tile_overlap)
+        if inference.mode == "tile":
+            overlap = int(round(inference.tile_overlap * inference.tile_size))
+            grid = TileGrid(height, width, inference.tile_size, overlap)
+            settings.update(tile_size=inference.tile_size, tile_overlap=inference.tile_overlap)
             per_batch = _batch_limit(batch_size, grid.tile_shape, dev)
             work = [(s, t) for s in slices for t in grid]
             for start in range(0, len(work), per_batch):
@@ -238,17 +240,10 @@ def segment(image: np.ndarray, model: Any, *, axes: str | None = None, channel: 
                 yield Progress("slices", done, len(slices), f"{done}/{len(slices)} slices")
         np.clip(probabilities, 0.0, 1.0, out=probabilities)  # blending and resizing may round past [0, 1]
 
-        labels = _allocate(workdir, "labels", probabilities.shape, np.int32 if instances else np.uint8)
-        next_id = 1
-        for i, s in enumerate(slices):
+        labels = _allocate(workdir, "labels", probabilities.shape, np.int32 if inference.instances else np.uint8)
+        steps = postprocess_stack(probabilities, labels, inference.threshold, inference.instances, inference.min_size)
+        for i in steps:
             run.check_stop()
-            out = labels[s]
-            postprocess_slice(probabilities[s], threshold, instances, min_size, True, out=out)
-            if instances:
-                n = int(out.max(initial=0))
-                if next_id > 1 and n:
-                    out[out > 0] += next_id - 1
-                next_id += n
             yield Progress("postprocess", i + 1, len(slices), f"post-processed {i + 1}/{len(slices)}")
         return Prediction(probabilities, labels, settings)
     finally:
@@ -293,22 +288,6 @@ def _allocate(workdir: str | os.PathLike | None, name: str, shape: tuple[int, ..
         finally:
             os.close(fd)
     return array
-
-
-def _check_settings(threshold: float, min_size: int, mode: str, tile_size: int, tile_overlap: float,
-                    batch_size: int) -> None:
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
-    if min_size < 0:
-        raise InputError(f"min_size must be >= 0, got {min_size}")
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if tile_size < 16 or tile_size % 16:
-        raise InputError(f"tile_size must be a multiple of 16 and at least 16, got {tile_size}")
-    if not 0.0 <= tile_overlap < 0.5:
-        raise InputError(f"tile_overlap must be in [0, 0.5), got {tile_overlap}")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}")
 
 
 def _place_model(model: Any, device: Any, torch: Any):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import InferenceConfig, ModelCard, ModelConfig
 
 __all__ = ["LiteNeXt", "LayerNorm2d", "CLG", "MixerBlock", "Down", "ResidualBlock", "FusionUnit",
            "Fusion", "MIN_SIZE", "STRIDE"]
@@ -167,15 +167,27 @@ class LiteNeXt(nn.Module):
 
     Args:
         config: network shape; the default is the paper's 711,201-parameter model.
+        inference: how the model is used (normalisation, mode, threshold, ...); the defaults of
+            every ``segment`` setting. ``InferenceConfig()`` when None.
+        card: the model card (name, data, recipe, scores).
+
+    Attributes:
+        config, inference, card: as given.
+        sha256: digest of the checkpoint the weights came from ("" for a model not loaded from one).
 
     ``forward(x)`` takes B x C x H x W floats (the paper's models: RGB in [0, 1]) with H, W >= 16
     and returns B x 1 x H x W logits (foreground where logit > 0). Sizes that are not multiples of
     16 are reflect-padded inside and the logits cropped back.
     """
 
-    def __init__(self, config: ModelConfig | None = None) -> None:
+    def __init__(self, config: ModelConfig | None = None, inference: InferenceConfig | None = None,
+                 card: ModelCard | None = None) -> None:
         super().__init__()
-        self.config = config = config or ModelConfig()
+        config = config or ModelConfig()
+        self.config: ModelConfig = config
+        self.inference: InferenceConfig = inference or InferenceConfig()
+        self.card: ModelCard = card or ModelCard()
+        self.sha256: str = ""
         widths = config.widths
         self.stem = CLG(config.in_channels, widths[0], 2, stride=2)
         stages = []

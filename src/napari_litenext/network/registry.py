@@ -11,11 +11,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODELS_DIR", "bundled_models", "load_model", "model_summary", "model_card_text"]
+__all__ = ["MODELS_DIR", "DEFAULT_MODEL", "bundled_models", "load_model", "model_summary", "model_card_text"]
 
 #: Folder of the bundled ``<name>.pt`` checkpoints and ``<name>.md`` cards.
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+#: The model ``napari-litenext predict`` uses without ``--model``, and the Segment widget's first choice.
+DEFAULT_MODEL = "nuclei"
 
 
 def bundled_models() -> dict[str, Path]:

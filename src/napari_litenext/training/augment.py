@@ -9,25 +9,16 @@ the blur is one grouped convolution with a 7-tap kernel per sample (identity for
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import AugmentConfig
+
 __all__ = ["AugmentConfig", "augment_batch", "gaussian_taps"]
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities and ranges; ``AugmentConfig(enabled=False)`` turns everything off."""
-
-    enabled: bool = True
-    rotate_degrees: float = 20.0
-    hflip: float = 0.5
-    vflip: float = 0.1
-    blur: float = 0.5
-    blur_kernels: tuple[int, ...] = (3, 5, 7)
 
 
 def gaussian_taps(kernel_size: int, width: int = 7) -> Tensor:

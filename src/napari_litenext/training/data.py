@@ -22,12 +22,11 @@ import numpy as np
 
 from ..errors import DataError
 from ..config import InferenceConfig
-from ..inference.preprocess import InputError, select_channels, to_network_input
+from ..inference.preprocess import select_channels, to_network_input
+from ..inference.resize import resize_bilinear, resize_keep_dtype
 
 __all__ = ["Sample", "DataError", "as_foreground", "samples_from_arrays", "samples_from_folders",
            "split_samples", "PreparedSet", "prepare"]
-
-MASK_SUFFIX_HINTS = ("", "_mask", "_masks", "_label", "_labels", "_gt")
 
 
 
@@ -109,67 +108,29 @@ def samples_from_arrays(images: Sequence[np.ndarray], masks: Sequence[np.ndarray
     return samples
 
 
-def _index_by_stem(folder: Path, strip_suffixes: tuple[str, ...] = ("",)) -> dict[str, Path]:
-    from ..io.images import IMAGE_SUFFIXES
-
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        name = path.name.lower()
-        suffix = next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
-        if suffix is None or path.name.startswith("."):
-            continue
-        stem = path.name[: -len(suffix)]
-        for hint in sorted(strip_suffixes, key=len, reverse=True):
-            if hint and stem.endswith(hint):
-                stem = stem[: -len(hint)]
-                break
-        found.setdefault(stem, path)
-    return found
-
-
 def samples_from_folders(images_dir: str | Path, masks_dir: str | Path, ids: Sequence[str] | None = None,
                          channel: int | None = None) -> list[Sample]:
-    """Pairs from two folders, matched by file stem.
-
-    A mask matches an image when their stems are equal after removing one of the suffixes
-    ``_mask``, ``_masks``, ``_label``, ``_labels``, ``_gt`` from the mask's stem; any supported
-    format on either side (PNG, TIFF, JPEG, BMP).
+    """Pairs from two folders, matched by name as ``io.pairing`` describes (``cell.ome.tif`` with
+    ``cell_mask.png``, ``a.png`` with ``a_labels.tif``, ...); any supported format on either side.
 
     Args:
         images_dir: folder of images.
         masks_dir: folder of binary or label masks.
-        ids: only these stems (e.g. a split), in this order.
+        ids: only these names (e.g. a split), in this order.
         channel: channel to train on in multichannel images.
 
     Raises:
-        DataError: a folder is missing or empty, images without masks or masks without images
-            (all listed), size mismatches.
+        DataError: a folder is missing or empty, images without masks or masks without images,
+            listed ids without files (all listed in one message), size mismatches.
     """
     from ..io.images import read_image, read_mask
+    from ..io.pairing import match_folders, problems_message
 
-    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
-    for folder in (images_dir, masks_dir):
-        if not folder.is_dir():
-            raise DataError(f"folder not found: {folder}")
-    images = _index_by_stem(images_dir)
-    masks = _index_by_stem(masks_dir, MASK_SUFFIX_HINTS)
-    if ids is not None:
-        wanted = list(ids)
-        missing = [i for i in wanted if i not in images or i not in masks]
-        if missing:
-            raise DataError(f"{len(missing)} listed ids have no image or mask: {', '.join(missing[:5])}")
-    else:
-        orphans = sorted(set(images) ^ set(masks))
-        if orphans:
-            details = [f"{s} (no {'mask' if s in images else 'image'})" for s in orphans]
-            raise DataError(f"{len(orphans)} unpaired files in {images_dir} / {masks_dir}: "
-                            + ", ".join(details[:8]) + (" ..." if len(details) > 8 else "")
-                            + "; pair each image with a mask of the same name")
-        wanted = sorted(images)
-    if not wanted:
-        raise DataError(f"no images found in {images_dir}")
-    return samples_from_arrays([read_image(images[i]) for i in wanted], [read_mask(masks[i]) for i in wanted],
-                               names=wanted, channel=channel)
+    pairs, problems = match_folders(images_dir, masks_dir, ids)
+    if problems:
+        raise DataError(problems_message(problems, images_dir, masks_dir))
+    return samples_from_arrays([read_image(p.image) for p in pairs], [read_mask(p.mask) for p in pairs],
+                               names=[p.name for p in pairs], channel=channel)
 
 
 def split_samples(samples: list[Sample], val_fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
@@ -216,28 +177,23 @@ class PreparedSet:
 
 
 def prepare(samples: list[Sample], inference: InferenceConfig, mode: str, patch_size: int,
-            max_patches_per_image: int = 16, check_masks: bool = True, with_resized: bool = False
+            max_patches_per_image: int = 16, with_resized: bool = False
             ) -> PreparedSet:
     """Normalise and, in "resize" mode, resize every pair once.
 
     Args:
         samples: pairs to prepare.
         inference: normalisation settings (those the trained model will store).
-        mode: "tile" (training patches at native resolution), "resize" (resized to
-            ``patch_size``) or "native" (whole images kept as they are, for validation).
+        mode: "tile" (training patches at native resolution) or "resize" (resized to ``patch_size``).
         patch_size: patch edge in pixels.
         max_patches_per_image: cap on an image's patches per epoch in "tile" mode.
-        check_masks: refuse sets whose masks are all empty or all foreground.
         with_resized: in "tile" mode, also keep a whole-image copy resized to the patch size.
 
     Raises:
         DataError: in "tile" mode, images smaller than the patch (all listed); masks all empty or
             all foreground.
     """
-    import torch
-    import torch.nn.functional as F
-
-    if mode not in ("tile", "resize", "native"):
+    if mode not in ("tile", "resize"):
         raise DataError(f"mode must be 'tile' or 'resize', got {mode!r}")
     if mode == "tile":
         small = [f"{s.name} ({s.image.shape[0]}x{s.image.shape[1]})" for s in samples
@@ -247,18 +203,14 @@ def prepare(samples: list[Sample], inference: InferenceConfig, mode: str, patch_
             raise DataError(f"patch size {patch_size} is larger than {len(small)} image(s): "
                             f"{', '.join(small[:5])}; use a patch size of {fit} or less, or mode 'resize'")
     fg = [float(s.mask.mean()) for s in samples]
-    if check_masks and samples and max(fg) == 0.0:
+    if samples and max(fg) == 0.0:
         raise DataError("every mask is empty (no foreground): paint or load labels for the objects to segment")
-    if check_masks and samples and min(fg) == 1.0:
+    if samples and min(fg) == 1.0:
         raise DataError("every mask is entirely foreground: the model needs background pixels too; "
                         "label only the objects")
     def resized(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        size = (patch_size, patch_size)
-        t = F.interpolate(torch.from_numpy(rgb)[None], size=size, mode="bilinear", align_corners=False,
-                          antialias=True)
-        m = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], size=size, mode="bilinear",
-                          align_corners=False, antialias=True)
-        return t[0].numpy(), m[0, 0].numpy() >= 0.5
+        img = resize_bilinear(rgb.transpose(1, 2, 0), patch_size, patch_size).transpose(2, 0, 1)
+        return np.ascontiguousarray(img), resize_keep_dtype(mask, patch_size, patch_size)
 
     images, masks, weights, whole = [], [], [], []
     for s in samples:
@@ -272,8 +224,6 @@ def prepare(samples: list[Sample], inference: InferenceConfig, mode: str, patch_
             whole.append((r_img.astype(np.float16), r_mask))
         if mode == "resize":
             rgb, mask = resized(rgb, mask)
-            weights.append(1)
-        elif mode == "native":
             weights.append(1)
         else:
             area = s.image.shape[0] * s.image.shape[1]

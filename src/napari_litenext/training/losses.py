@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import LOSSES, MWL_PRESETS, LossConfig
+
 __all__ = ["dice_loss", "bce", "margin_weight_map", "SegmentationLoss", "MarginalWeightLoss",
            "build_loss", "MWL_PRESETS", "LOSSES", "DICE_SMOOTH"]
 
@@ -28,13 +30,7 @@ __all__ = ["dice_loss", "bce", "margin_weight_map", "SegmentationLoss", "Margina
 # thousands of foreground pixels of a 256 x 256 training image.
 DICE_SMOOTH = 1.0
 
-MWL_PRESETS: dict[str, dict[str, float | int]] = {
-    # margin emphasised, as the paper intends (default)
-    "boundary": {"w_b": 1.0, "w_o": 3.0, "w_m": 6.0, "kernel_size": 7},
-    # the values found in the authors' repository
-    "authors-code": {"w_b": 5.0, "w_o": 3.0, "w_m": 2.0, "kernel_size": 7},
-}
-LOSSES = ("dice_bce", "mwl")
+_BOUNDARY = MWL_PRESETS["boundary"]
 
 
 def _check_pair(logits: Tensor, target: Tensor) -> None:
@@ -186,64 +182,46 @@ class MarginalWeightLoss(SegmentationLoss):
     """Marginal Weight Loss: ``mean(W * BCE(z, Y)) + softDice(sigmoid(z), Y)``.
 
     Args:
-        preset: ``"boundary"`` (w_b 1, w_o 3, w_m 6, k 7; default, margin emphasised as the paper
-            intends) or ``"authors-code"`` (w_b 5, w_o 3, w_m 2, k 7, the authors' repository).
-        w_b, w_o, w_m: background, object-core and margin weights; None keeps the preset's value.
-        kernel_size: odd structuring-element edge; None keeps the preset's value.
+        w_b, w_o, w_m: background, object-core and margin weights (defaults: the "boundary"
+            preset of ``LossConfig``, 1, 3, 6).
+        kernel_size: odd structuring-element edge (7).
         smooth: Dice smoothing term.
 
     Raises:
-        ValueError: unknown preset, even or non-positive kernel, negative or non-finite weight.
+        ValueError: even or non-positive kernel, negative or non-finite weight.
     """
 
     name = "mwl"
 
-    def __init__(self, preset: str = "boundary", w_b: float | None = None, w_o: float | None = None,
-                 w_m: float | None = None, kernel_size: int | None = None,
-                 smooth: float = DICE_SMOOTH) -> None:
+    def __init__(self, w_b: float = _BOUNDARY["w_b"], w_o: float = _BOUNDARY["w_o"], w_m: float = _BOUNDARY["w_m"],
+                 kernel_size: int = int(_BOUNDARY["kernel_size"]), smooth: float = DICE_SMOOTH) -> None:
         super().__init__(smooth)
-        if preset not in MWL_PRESETS:
-            raise ValueError(f"unknown MWL preset {preset!r}; choose one of {sorted(MWL_PRESETS)}")
-        values = dict(MWL_PRESETS[preset])
-        for key, value in (("w_b", w_b), ("w_o", w_o), ("w_m", w_m), ("kernel_size", kernel_size)):
-            if value is not None:
-                values[key] = value
-        self.preset = preset
-        self.kernel_size = _check_kernel(values["kernel_size"])
-        self.w_b = _check_weight("w_b", values["w_b"])
-        self.w_o = _check_weight("w_o", values["w_o"])
-        self.w_m = _check_weight("w_m", values["w_m"])
+        self.kernel_size = _check_kernel(kernel_size)
+        self.w_b = _check_weight("w_b", w_b)
+        self.w_o = _check_weight("w_o", w_o)
+        self.w_m = _check_weight("w_m", w_m)
 
     def weight_map(self, target: Tensor) -> Tensor:
         return margin_weight_map(target, self.kernel_size, self.w_b, self.w_o, self.w_m)
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"name": self.name, "preset": self.preset, "w_b": self.w_b, "w_o": self.w_o,
-                "w_m": self.w_m, "kernel_size": self.kernel_size, "smooth": self.smooth}
+        return {"name": self.name, "w_b": self.w_b, "w_o": self.w_o, "w_m": self.w_m,
+                "kernel_size": self.kernel_size, "smooth": self.smooth}
 
 
-def build_loss(name: str, **kwargs: Any) -> SegmentationLoss:
-    """The training loss by name.
+def build_loss(config: LossConfig | None = None) -> SegmentationLoss:
+    """The segmentation loss a ``LossConfig`` describes, with its values passed unchanged.
 
     Args:
-        name: ``"dice_bce"`` (soft Dice + BCE) or ``"mwl"`` (Marginal Weight Loss).
-        **kwargs: ``smooth`` for both; ``preset``, ``w_b``, ``w_o``, ``w_m``, ``kernel_size`` for
-            ``"mwl"`` only (None values are ignored, so a trainer can pass its settings through).
+        config: the objective; None is ``LossConfig()`` (MWL, boundary preset).
 
     Raises:
-        ValueError: unknown name, an unknown keyword, or MWL settings given for ``"dice_bce"``.
+        ValueError: ``config`` is not a LossConfig.
     """
-    mwl_keys = {"preset", "w_b", "w_o", "w_m", "kernel_size"}
-    unknown = sorted(set(kwargs) - mwl_keys - {"smooth"})
-    if unknown:
-        raise ValueError(f"build_loss got unknown setting(s) {unknown}; known: {sorted(mwl_keys | {'smooth'})}")
-    given = {k: v for k, v in kwargs.items() if v is not None}
-    if name == "mwl":
-        return MarginalWeightLoss(**given)
-    if name == "dice_bce":
-        stray = sorted(set(given) & mwl_keys)
-        if stray:
-            raise ValueError(f"{stray} only apply to the 'mwl' loss; choose loss 'mwl' or drop them")
-        return SegmentationLoss(**given)
-    raise ValueError(f"unknown loss {name!r}; choose one of {list(LOSSES)}")
+    config = LossConfig() if config is None else config
+    if not isinstance(config, LossConfig):
+        raise ValueError(f"build_loss takes a LossConfig, got {type(config).__name__}")
+    if config.loss == "mwl":
+        return MarginalWeightLoss(config.w_b, config.w_o, config.w_m, config.kernel_size)
+    return SegmentationLoss()
