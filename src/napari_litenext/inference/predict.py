@@ -24,9 +24,11 @@ import numpy as np
 
 from ..errors import Cancelled
 from ..progress import Progress, run_to_end
+from .lazy import Arranged, as_source, is_lazy, lazy_intensity_range
 from .postprocess import postprocess_stack
 from .preprocess import InputError, intensity_range, select_channels, to_network_input
 from .resize import resize_bilinear
+from .sink import open_sink
 from .tiling import TileGrid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,9 +42,7 @@ MIN_IMAGE_SIZE = 16
 # 0.5 KB per pixel, so a cap keeps peak memory near 130 MB whatever ``batch_size`` says.
 _CPU_BATCH_PIXELS = 512 * 512
 _AXIS_ALIASES = {"S": "C"}
-
-
-
+_WHOLE = (slice(None), slice(None))
 
 
 
@@ -52,14 +52,16 @@ class Prediction:
 
     Attributes:
         probabilities: float32 foreground probability, the input's shape without the channel axis
-            (axes in ``settings["axes"]``).
-        labels: same shape; uint8 0/1, or int32 instance ids with ``instances=True``.
+            (axes in ``settings["axes"]``): a numpy array, or a zarr array when written to a store
+            (None when a store was asked not to keep it).
+        labels: same shape; uint8 0/1, or int32 instance ids with ``instances=True``: a numpy
+            array, or the store's zarr array (``settings["store"]`` is then its path).
         settings: everything that determined the result (model name and sha256, mode, threshold,
             normalisation range, axes, ...), JSON-serialisable.
     """
 
-    probabilities: np.ndarray
-    labels: np.ndarray
+    probabilities: Any
+    labels: Any
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,15 +131,28 @@ def _channel_view(array: np.ndarray, has_channels: bool, channel: int | None) ->
     return array[..., :3]
 
 
-def segment(image: np.ndarray, model: LiteNeXt, *, axes: str | None = None, channel: int | None = None,
+def _channel_key(n: int, has_channels: bool, channel: int | None) -> int | slice | None:
+    """How ``_channel_view`` indexes the channel axis, for a lazy view."""
+    if not has_channels:
+        return None
+    if channel is not None:
+        return channel % n
+    return 0 if n == 1 else slice(0, 3)
+
+
+def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: int | None = None,
             threshold: float | None = None, instances: bool | None = None, min_size: int | None = None,
             mode: str | None = None, tile_size: int | None = None, tile_overlap: float | None = None,
             batch_size: int = 8, device: Any = None, should_stop: Callable[[], bool] | None = None,
-            workdir: str | os.PathLike | None = None) -> Generator[Progress, None, Prediction]:
+            workdir: str | os.PathLike | None = None, out: Any = None, keep_probabilities: bool = True,
+            value_range: tuple[float, float] | None = None) -> Generator[Progress, None, Prediction]:
     """Segment an image, yielding progress; the generator's return value is the ``Prediction``.
 
     Args:
-        image: a 2D image or a stack, any integer, float or bool dtype (see ``infer_axes``).
+        image: a 2D image or a stack, any integer, float or bool dtype (see ``infer_axes``): a
+            numpy array (memory maps included) or a lazy array (dask, zarr, h5py: anything with
+            ``shape``, ``dtype`` and slicing), which is read a slice or a tile at a time and never
+            whole (see ``inference.lazy``).
         model: a LiteNeXt (from ``load_model``); its ``inference`` settings are the defaults of
             every setting below.
         axes: one letter per dimension from T, Z, C, Y, X (e.g. ``"CYX"``, ``"ZYXC"``); inferred
@@ -155,6 +170,16 @@ def segment(image: np.ndarray, model: LiteNeXt, *, axes: str | None = None, chan
         workdir: an existing folder for disk-backed outputs: the probabilities and labels are then
             memory-mapped ``.npy`` files there instead of arrays in memory. The caller removes the
             folder once done with the ``Prediction``.
+        out: write the labels into a zarr store, a few slices at a time, instead of returning
+            full-size arrays: a path (a new standalone OME-Zarr labels store) or an
+            ``io.ngff.LabelStore`` (e.g. labels beside an OME-Zarr image). A lazy input whose
+            outputs would exceed 1 GiB gets a temporary store when ``out`` is None (its path is
+            ``settings["store"]``; the caller removes it).
+        keep_probabilities: with a store, False drops the probability map
+            (``Prediction.probabilities`` is then None) instead of keeping it in a zarr array
+            beside the labels.
+        value_range: the intensity range (lo, hi) to normalise with, computed beforehand on the
+            whole image (blocks of one image segmented separately share it); None computes it.
 
     Yields:
         ``Progress`` after each batch and each post-processed slice.
@@ -167,10 +192,11 @@ def segment(image: np.ndarray, model: LiteNeXt, *, axes: str | None = None, chan
             values, unknown axes, channel out of range, ...).
         SettingsError: a setting out of range (threshold, tile size, ...).
         Cancelled: ``should_stop()`` returned True.
+        FileExistsError: ``out`` exists (a ``LabelStore`` made with ``overwrite=False``).
     """
     import torch
 
-    image = np.asarray(image)
+    image = as_source(image)
     inference = model.inference.with_overrides(threshold=threshold, instances=instances, min_size=min_size,
                                                 mode=mode, tile_size=tile_size, tile_overlap=tile_overlap)
     if batch_size < 1:
@@ -182,24 +208,32 @@ def segment(image: np.ndarray, model: LiteNeXt, *, axes: str | None = None, chan
     has_c = "C" in axes
     stack_axes = "".join(a for a in axes if a not in "CYX")
     order = [axes.index(a) for a in stack_axes + "YX" + ("C" if has_c else "")]
-    arranged = image.transpose(order)  # a view: stack axes, Y, X, [C]
-    stack_shape = arranged.shape[:len(stack_axes)]
-    height, width = arranged.shape[len(stack_axes):len(stack_axes) + 2]
+    shape = tuple(int(image.shape[i]) for i in order)  # stack axes, Y, X, [C]
+    stack_shape = shape[:len(stack_axes)]
+    height, width = shape[len(stack_axes):len(stack_axes) + 2]
     if height < MIN_IMAGE_SIZE or width < MIN_IMAGE_SIZE:
         raise InputError(f"image is {height} x {width} pixels (axes {axes}, shape {image.shape}); "
                          f"segmentation needs at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}")
-    if arranged.size == 0:
+    if math.prod(shape) == 0:
         raise InputError(f"image is empty (shape {image.shape})")
-    select_channels(arranged[(0,) * len(stack_axes)][:1, :1], channel)  # validates the channel choice
-    pixels = _channel_view(arranged, has_c, channel)
-    value_range = intensity_range(pixels, inference)
+    select_channels(np.zeros((1, 1) + shape[len(stack_axes) + 2:], image.dtype), channel)  # validates the choice
+    if is_lazy(image):
+        pixels: Any = Arranged(image, order, _channel_key(shape[-1] if has_c else 0, has_c, channel))
+        if value_range is None:
+            value_range = lazy_intensity_range(pixels, inference)
+    else:
+        pixels = _channel_view(image.transpose(order), has_c, channel)  # a view
+        if value_range is None:
+            value_range = intensity_range(pixels, inference)
+    label_dtype = np.int32 if inference.instances else np.uint8
+    out_shape = stack_shape + (height, width)
+    sink, store = open_sink(out, is_lazy(image), out_shape, label_dtype, stack_axes + "YX",
+                            lambda name, shape, dtype: _allocate(workdir, name, shape, dtype), keep_probabilities)
 
     dev = _place_model(model, device, torch)
     was_training = model.training
     model.eval()
     try:
-        slices = list(np.ndindex(*stack_shape)) if stack_shape else [()]
-        probabilities = _allocate(workdir, "probabilities", stack_shape + (height, width), np.float32)
         settings = {
             "model": model.card.name, "sha256": model.sha256,
             "mode": inference.mode, "threshold": inference.threshold, "instances": inference.instances,
@@ -209,54 +243,78 @@ def segment(image: np.ndarray, model: LiteNeXt, *, axes: str | None = None, chan
             "invert": inference.invert, "device": str(dev),
         }
         run = _Runner(model, dev, torch, should_stop)
-
+        slices = list(np.ndindex(*stack_shape)) if stack_shape else [()]
         if inference.mode == "tile":
             overlap = int(round(inference.tile_overlap * inference.tile_size))
             grid = TileGrid(height, width, inference.tile_size, overlap)
             settings.update(tile_size=inference.tile_size, tile_overlap=inference.tile_overlap)
             per_batch = _batch_limit(batch_size, grid.tile_shape, dev)
-            work = [(s, t) for s in slices for t in grid]
-            for start in range(0, len(work), per_batch):
-                batch = work[start:start + per_batch]
-                inputs = np.stack([to_network_input(pixels[s][t.slices], inference, None, value_range)
-                                   for s, t in batch])
-                probs = run(inputs)
-                for (s, t), p in zip(batch, probs):
-                    grid.accumulate(probabilities[s], t, p)
-                done = start + len(batch)
-                yield Progress("tiles", done, len(work), f"{done}/{len(work)} tiles")
+            unit, total = "tiles", len(slices) * len(grid)
         else:
             size = inference.input_size
             settings.update(input_size=size)
             per_batch = _batch_limit(batch_size, (size, size), dev)
-            for start in range(0, len(slices), per_batch):
-                batch = slices[start:start + per_batch]
-                inputs = np.stack([to_network_input(resize_bilinear(pixels[s], size, size), inference, None,
-                                                    value_range) for s in batch])
-                probs = run(inputs)
-                for s, p in zip(batch, probs):
-                    resize_bilinear(p, height, width, out=probabilities[s])
-                done = start + len(batch)
-                yield Progress("slices", done, len(slices), f"{done}/{len(slices)} slices")
-        np.clip(probabilities, 0.0, 1.0, out=probabilities)  # blending and resizing may round past [0, 1]
+            unit, total = "slices", len(slices)
+        done = post_done = id_offset = 0
+        for first, end in sink.groups():
+            probabilities, _ = sink.buffers(first, end)
+            group = slices[first:end]
+            if inference.mode == "tile":
+                work = [(k, s, t) for k, s in enumerate(group) for t in grid]
+                for start in range(0, len(work), per_batch):
+                    batch = work[start:start + per_batch]
+                    inputs = np.stack([to_network_input(pixels[s + t.slices], inference, None, value_range)
+                                       for _, s, t in batch])
+                    for (k, _, t), p in zip(batch, run(inputs)):
+                        grid.accumulate(probabilities[k], t, p)
+                    done += len(batch)
+                    yield Progress(unit, done, total, f"{done}/{total} tiles")
+            else:
+                for start in range(0, len(group), per_batch):
+                    batch = group[start:start + per_batch]
+                    inputs = np.stack([to_network_input(resize_bilinear(pixels[s + _WHOLE], size, size), inference,
+                                                        None, value_range) for s in batch])
+                    for k, p in zip(range(start, start + len(batch)), run(inputs)):
+                        resize_bilinear(p, height, width, out=probabilities[k])
+                    done += len(batch)
+                    yield Progress(unit, done, total, f"{done}/{total} slices")
+            np.clip(probabilities, 0.0, 1.0, out=probabilities)  # blending and resizing may round past [0, 1]
 
-        labels = _allocate(workdir, "labels", probabilities.shape, np.int32 if inference.instances else np.uint8)
-        steps = postprocess_stack(probabilities, labels, inference.threshold, inference.instances, inference.min_size)
-        for i in steps:
-            run.check_stop()
-            yield Progress("postprocess", i + 1, len(slices), f"post-processed {i + 1}/{len(slices)}")
+            labels = sink.label_buffer(first, end)
+            for _ in postprocess_stack(probabilities, labels, inference.threshold, inference.instances,
+                                       inference.min_size):
+                run.check_stop()
+                post_done += 1
+                yield Progress("postprocess", post_done, len(slices), f"post-processed {post_done}/{len(slices)}")
+            if inference.instances:
+                # Each group is numbered from 1; shifting keeps ids unique across the stack.
+                count = int(labels.max(initial=0))
+                if id_offset and count:
+                    labels[labels > 0] += id_offset
+                id_offset += count
+            sink.commit(first, end, probabilities, labels)
+        probabilities, labels = sink.result()
+        if store is not None:
+            store.finish(settings)
+            labels = store.labels
+            settings["store"] = str(store.path)
         return Prediction(probabilities, labels, settings)
+    except BaseException:
+        if store is not None:
+            store.discard()
+        raise
     finally:
         if was_training:  # e.g. a preview during training: hand the model back as it came
             model.train()
 
 
-def predict(image: np.ndarray, model: Any, **kwargs: Any) -> Prediction:
+def predict(image: Any, model: Any, **kwargs: Any) -> Prediction:
     """Segment ``image`` with ``model`` and return the ``Prediction``.
 
     Takes the same keyword arguments as ``segment`` (``axes``, ``channel``, ``threshold``,
     ``instances``, ``min_size``, ``mode``, ``tile_size``, ``tile_overlap``, ``batch_size``,
-    ``device``, ``should_stop``) and raises the same errors.
+    ``device``, ``should_stop``, ``workdir``, ``out``, ``keep_probabilities``, ``value_range``)
+    and raises the same errors.
     """
     return run_to_end(segment(image, model, **kwargs))
 
