@@ -11,7 +11,6 @@ Test images are used here only, after training, never to choose a checkpoint.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -106,7 +105,8 @@ def _card_markdown(card, inference, sha: str, results: dict) -> str:
              f"(overlap {inference.tile_overlap}), normalisation `{inference.normalisation}`"
              + (f" (percentiles {inference.percentiles[0]}-{inference.percentiles[1]})"
                 if inference.normalisation == "percentile" else "")
-             + f", threshold {inference.threshold}, minimum object size {inference.min_size} px.", "",
+             + f", threshold {inference.threshold}, minimum object size {inference.min_size} px"
+             + (", touching nuclei split into instances." if inference.instances else "."), "",
              "## Test metrics (per image, threshold 0.5)", "",
              "| protocol | Dice | IoU | precision | recall | F1@0.5 | AJI |", "|---|---|---|---|---|---|---|"]
 
@@ -142,14 +142,15 @@ def main() -> int:
     parser.add_argument("--note", default="", help="sentence appended to the recipe (e.g. how a run was resumed)")
     parser.add_argument("--min-size", type=int, help="post-processing minimum object size to store (choose it on "
                                                      "the validation split, never on test)")
+    parser.add_argument("--instances", action=argparse.BooleanOptionalAction, default=None,
+                        help="store whether the model's labels are instances by default")
     args = parser.parse_args()
 
     from napari_litenext.network.checkpoint import load_checkpoint, save_checkpoint
     from napari_litenext.config import ModelCard
 
     ckpt = load_checkpoint(Path(args.run) / "best.pt")
-    if args.min_size is not None:
-        ckpt.inference = dataclasses.replace(ckpt.inference, min_size=args.min_size)
+    ckpt.inference = ckpt.inference.with_overrides(min_size=args.min_size, instances=args.instances)
     model = ckpt.build_model()
     results = evaluate_run(args.name, model)
     print(json.dumps(results, indent=1))

@@ -65,3 +65,35 @@ def test_existing_run_is_not_overwritten(folders, capsys):
     assert main(_args(folders)) == 2
     assert "already holds best.pt" in capsys.readouterr().err
     assert (folders / "run" / "best.pt").read_bytes() == before
+
+
+def test_changed_loss_weights_reach_the_loss_and_the_records(folders, monkeypatch):
+    import napari_litenext.training.losses as losses
+    from napari_litenext.network.checkpoint import load_checkpoint
+
+    seen = []
+    original = losses.margin_weight_map
+    monkeypatch.setattr(losses, "margin_weight_map",
+                        lambda mask, k, w_b, w_o, w_m: seen.append((k, w_b, w_o, w_m)) or original(mask, k, w_b, w_o, w_m))
+    assert main(_args(folders, "--mwl-preset", "authors-code", "--mwl-weights", "2", "3", "9",
+                      "--mwl-kernel", "5")) == 0
+    assert seen and set(seen) == {(5, 2.0, 3.0, 9.0)}
+    ckpt = load_checkpoint(folders / "run" / "best.pt")
+    loss = ckpt.extra["train_config"]["loss"]
+    assert (loss["preset"], loss["w_b"], loss["w_o"], loss["w_m"], loss["kernel_size"]) == ("authors-code", 2, 3, 9, 5)
+    assert "w_b 2, w_o 3, w_m 9, kernel 5; authors-code preset, changed w_b, w_m, kernel_size" in ckpt.card.recipe
+
+
+def test_fine_tuning_keeps_the_starting_models_input_scaling(folders):
+    from napari_litenext.network.checkpoint import load_checkpoint
+
+    assert main(_args(folders, "--normalisation", "percentile", "--threshold", "0.4", "--instances")) == 0
+    start = folders / "run" / "best.pt"
+    # no --mode, --patch-size or --normalisation: all three come from the starting model
+    args = ["train", "--images", str(folders / "im"), "--masks", str(folders / "ma"), "--output",
+            str(folders / "tuned"), "--epochs", "1", "--batch-size", "2", "--no-srp", "--device", "cpu",
+            "--init", str(start)]
+    assert main(args) == 0
+    tuned = load_checkpoint(folders / "tuned" / "best.pt").inference
+    assert (tuned.normalisation, tuned.mode, tuned.input_size, tuned.threshold, tuned.instances) == \
+        ("percentile", "tile", 32, 0.4, True)

@@ -89,3 +89,26 @@ def test_model_summary_from_card(models_dir):
                                          "Trained on DSB 2018.\n\n## Data\n")
     assert registry.model_summary("nuclei") == "Segments nuclei in fluorescence and H&E images."
     assert registry.model_card_text("nuclei").startswith("# nuclei")
+
+
+def test_checkpoints_of_an_older_release_still_verify(tmp_path):
+    # An older release wrote InferenceConfig without 'instances': its SHA-256 covers the settings
+    # as written, and the missing field takes its default.
+    import torch
+
+    from napari_litenext.config import InferenceConfig
+    from napari_litenext.network.checkpoint import load_checkpoint, save_checkpoint, state_dict_sha256
+    from napari_litenext.network.model import LiteNeXt
+
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, LiteNeXt(), InferenceConfig(min_size=7))
+    raw = torch.load(path, weights_only=True)
+    del raw["inference"]["instances"]
+    raw["sha256"] = state_dict_sha256(raw["state_dict"], raw["config"], raw["inference"])
+    torch.save(raw, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.inference.min_size == 7 and ckpt.inference.instances is False
+    raw["inference"]["min_size"] = 8  # a changed setting still fails the check
+    torch.save(raw, path)
+    with pytest.raises(Exception, match="SHA-256"):
+        load_checkpoint(path)

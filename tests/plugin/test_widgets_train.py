@@ -252,19 +252,48 @@ def test_settings_persist_between_widgets(viewer, qtbot):
         again.deleteLater()
 
 
-def test_fine_tuning_from_a_file_inherits_its_normalisation(viewer, qtbot, painted, tmp_path, random_checkpoint):
+def test_fine_tuning_shows_the_starting_models_settings_and_inherits_them(viewer, qtbot, painted, tmp_path,
+                                                                            random_checkpoint):
+    # random.pt: tile mode, 256 px input, dtype normalisation (InferenceConfig defaults but the mode)
     image, labels = painted
-    widget = _train_widget(viewer, output_folder=tmp_path / "run")
+    widget = _train_widget(viewer, output_folder=tmp_path / "run", normalisation="minmax", mode="resize")
     widget.recipe.start_from.value = "<file>"
     assert not widget.recipe.start_file.native.isHidden()
     widget.recipe.start_file.value = random_checkpoint
+    qtbot.waitUntil(lambda: widget.start_values.source == str(random_checkpoint), timeout=30_000)
+    r = widget.recipe
+    assert (r.normalisation.value, r.mode.value, r.patch_size.value) == ("dtype", "tile", 256)
+    r.patch_size.value = 32  # the one setting changed by the user after the model's were shown
+    cfg = widget.build_config(tmp_path / "unused")
+    assert (cfg.patch_size, cfg.mode, cfg.normalisation) == (32, None, None)
     _choose(widget, image, labels)
     widget.start()
     wait_idle(qtbot, widget, timeout=300_000)
     from napari_litenext.network.checkpoint import load_checkpoint
 
-    assert [e.kind for e in widget.events[:2]] == ["data", "config"]
-    assert load_checkpoint(widget.result.checkpoint).inference.normalisation == "dtype"  # random.pt's
+    inference = load_checkpoint(widget.result.checkpoint).inference
+    assert (inference.normalisation, inference.mode, inference.input_size, inference.tile_size) == \
+        ("dtype", "tile", 32, 64)
+
+
+def test_a_changed_loss_weight_reaches_the_loss(viewer, qtbot, painted, tmp_path, monkeypatch):
+    import napari_litenext.training.losses as losses
+
+    seen = []
+    original = losses.margin_weight_map
+    monkeypatch.setattr(losses, "margin_weight_map",
+                        lambda mask, k, w_b, w_o, w_m: seen.append((k, w_b, w_o, w_m)) or original(mask, k, w_b, w_o, w_m))
+    image, labels = painted
+    widget = _train_widget(viewer, output_folder=tmp_path / "run", srp=False, loss="mwl", mwl_preset="boundary")
+    widget.recipe.w_margin.value = 8.5
+    _choose(widget, image, labels)
+    widget.start()
+    wait_idle(qtbot, widget, timeout=300_000)
+    assert seen and set(seen) == {(7, 1.0, 3.0, 8.5)}
+    from napari_litenext.network.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(widget.result.checkpoint)
+    assert ckpt.extra["train_config"]["loss"]["w_m"] == 8.5 and "changed w_m" in ckpt.card.recipe
 
 
 def test_closing_the_dock_stops_training(viewer, qtbot, painted, tmp_path):

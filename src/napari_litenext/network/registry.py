@@ -11,11 +11,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODELS_DIR", "DEFAULT_MODEL", "bundled_models", "load_model", "model_summary", "model_card_text"]
+__all__ = ["MODELS_DIR", "DEFAULT_MODEL", "bundled_models", "load_model", "model_settings", "resolve_source", "model_summary", "model_card_text"]
 
 #: Folder of the bundled ``<name>.pt`` checkpoints and ``<name>.md`` cards.
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+#: BioImage Model Zoo packages written by ``exchange.export_bioimageio``: a zip or its description.
+_PACKAGE_SUFFIXES = (".zip", ".yaml", ".yml")
 #: The model ``napari-litenext predict`` uses without ``--model``, and the Segment widget's first choice.
 DEFAULT_MODEL = "nuclei"
 
@@ -46,15 +48,49 @@ def model_summary(name: str) -> str:
 
 def _looks_like_path(source: str) -> bool:
     return (os.sep in source or "/" in source or source.startswith(".")
-            or source.lower().endswith(_CHECKPOINT_SUFFIXES))
+            or source.lower().endswith(_CHECKPOINT_SUFFIXES + _PACKAGE_SUFFIXES))
+
+
+def resolve_source(source: str | os.PathLike) -> Path:
+    """The checkpoint file a bundled model name or a path stands for.
+
+    Raises:
+        CheckpointError: an unknown name (the message lists the bundled ones).
+    """
+    from ..errors import CheckpointError
+
+    if isinstance(source, os.PathLike):
+        return Path(source)
+    text = str(source).strip()
+    models = bundled_models()
+    if text in models:
+        return models[text]
+    if Path(text).expanduser().is_file() or _looks_like_path(text):
+        return Path(text).expanduser()
+    names = ", ".join(models) if models else "none installed"
+    raise CheckpointError(f"unknown model {text!r}; bundled models: {names}; or give the path of a .pt checkpoint")
+
+
+def model_settings(source: str | os.PathLike):
+    """The ``InferenceConfig`` a model stores (what every caller uses unless it overrides a value).
+
+    Lets a form show a model's own settings before anything runs.
+
+    Raises:
+        CheckpointError: as ``load_model``.
+    """
+    from .checkpoint import load_checkpoint
+
+    return load_checkpoint(resolve_source(source)).inference
 
 
 def load_model(source: str | os.PathLike, device: Any = None):
     """A LiteNeXt ready for ``predict``.
 
     Args:
-        source: a bundled model name (see ``bundled_models``), or the path of a checkpoint in
-            this package's format or in the authors' repository layout (a ``state_dict``).
+        source: a bundled model name (see ``bundled_models``), the path of a checkpoint in
+            this package's format or in the authors' repository layout (a ``state_dict``), or of
+            a BioImage Model Zoo package written by ``export_bioimageio`` (``.zip``, ``rdf.yaml``).
         device: torch device (``"cpu"``, ``"cuda"``, ``"mps"``, ...); None or ``"auto"`` picks
             CUDA, then MPS, then CPU.
 
@@ -67,22 +103,26 @@ def load_model(source: str | os.PathLike, device: Any = None):
             a file that is truncated, corrupt or not a LiteNeXt.
         ValueError: ``device`` is not available.
     """
-    from .checkpoint import CheckpointError, load_checkpoint
     from .device import resolve_device
 
     dev = resolve_device(device)
-    if isinstance(source, os.PathLike):
-        path = Path(source)
-    else:
-        text = str(source).strip()
-        models = bundled_models()
-        if text in models:
-            path = models[text]
-        elif Path(text).expanduser().is_file() or _looks_like_path(text):
-            path = Path(text).expanduser()
-        else:
-            names = ", ".join(models) if models else "none installed"
-            raise CheckpointError(f"unknown model {text!r}; bundled models: {names}; "
-                                  "or give the path of a .pt checkpoint")
-    model = load_checkpoint(path).build_model()
+    path = resolve_source(source)
+    model = read_checkpoint(path).build_model()
     return model.to(dev).eval()
+
+
+def read_checkpoint(path: str | os.PathLike):
+    """The ``Checkpoint`` in a checkpoint file, or in a BioImage Model Zoo package (``.zip``,
+    ``rdf.yaml``) written by ``napari_litenext.exchange.export_bioimageio``.
+
+    Raises:
+        CheckpointError: as ``load_checkpoint`` and ``exchange.read_package``.
+    """
+    from .checkpoint import load_checkpoint
+
+    if Path(path).suffix.lower() in _PACKAGE_SUFFIXES:
+        # The exchange layer sits above this one; imported here only, and it needs no extra packages.
+        from ..exchange.package import read_package
+
+        return read_package(path)
+    return load_checkpoint(path)

@@ -11,7 +11,8 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject
 
 __all__ = ["status_label", "FILE_CHOICE", "SCRATCH_CHOICE", "DEVICES", "model_choices", "resolve_model_choice",
-           "error_text", "report_error", "LayerChoices", "load_model_cached", "clear_model_cache", "RunStopper"]
+           "error_text", "report_error", "LayerChoices", "load_model_cached", "clear_model_cache", "RunStopper",
+           "ModelValues"]
 
 #: Model picker entry that shows a file field.
 FILE_CHOICE = "<file>"
@@ -143,12 +144,11 @@ _CACHE_SIZE = 3
 
 def load_model_cached(source: str, device: str | None) -> Any:
     """``registry.load_model(source, device)``, cached by source, device and file time (thread-safe)."""
-    from ...network.registry import bundled_models, load_model
+    from ...network.registry import load_model, resolve_source
 
-    path = bundled_models().get(source) or Path(source).expanduser()
     try:
-        stamp = Path(path).stat().st_mtime
-    except OSError:
+        stamp = resolve_source(source).stat().st_mtime
+    except (OSError, ValueError):  # reported when the model is loaded
         stamp = -1.0
     key = (str(source), str(device or "auto"), stamp)
     with _CACHE_LOCK:
@@ -202,3 +202,69 @@ class RunStopper(QObject):
         if kind == QEvent.Type.Close or (kind == QEvent.Type.ParentChange and watched.parent() is None):
             self._on_close()
         return False  # the widget still handles the event
+
+
+class ModelValues:
+    """Form fields that show a model's stored settings until the user changes them.
+
+    Settings have one owner, the model (``InferenceConfig``): a form shows the chosen model's values
+    (read in a thread worker, since reading a checkpoint imports torch) and hands the core only the
+    fields the user changed since, so the widget gives the labels the CLI and the API give.
+
+    Args:
+        form: a magicgui container.
+        fields: form field name -> ``InferenceConfig`` setting name.
+    """
+
+    def __init__(self, form: Any, fields: dict[str, str]) -> None:
+        self.form, self.fields = form, fields
+        self.changed_by_user: set[str] = set()
+        self.source: str | None = None
+        self._showing = False
+        self._worker: Any = None
+        for name in fields:
+            getattr(form, name).changed.connect(lambda *_, name=name: self._touched(name))
+
+    def _touched(self, name: str) -> None:
+        if not self._showing:
+            self.changed_by_user.add(name)
+
+    def show(self, values: dict[str, Any], source: str | None = None) -> None:
+        """Put ``values`` (setting name -> value) in the form; nothing counts as changed after this."""
+        self._showing = True
+        try:
+            for name, setting in self.fields.items():
+                if setting in values:
+                    getattr(self.form, name).value = values[setting]
+        finally:
+            self._showing = False
+        self.changed_by_user.clear()
+        self.source = source
+
+    def load(self, source: str) -> None:
+        """Show the settings stored in model ``source`` once a thread worker has read them."""
+        from napari.qt.threading import create_worker
+
+        from ...network.registry import model_settings
+
+        def shown(inference: Any) -> None:
+            if self._worker is not worker:
+                return  # another model was chosen meanwhile
+            try:
+                self.show(inference.to_dict(), source)
+            except RuntimeError:  # the form was deleted (dock closed) while the file was read
+                pass
+
+        worker = create_worker(model_settings, source, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(shown)
+        self._worker = worker
+        worker.start()
+
+    @property
+    def loading(self) -> bool:
+        """A model's settings are being read."""
+        return self._worker is not None and self._worker.is_running
+
+    def overrides(self) -> dict[str, Any]:
+        """The settings the user changed, as ``InferenceConfig`` names (the rest: the model's)."""
+        return {self.fields[name]: getattr(self.form, name).value for name in sorted(self.changed_by_user)}

@@ -86,14 +86,6 @@ class _DataEvent:
     kind: str = "data"
 
 
-@dataclasses.dataclass
-class _ConfigEvent:
-    """First event of a job when the config changed in the worker (normalisation from the start model)."""
-
-    config: Any
-    kind: str = "config"
-
-
 def folder_value(value: Any, what: str) -> Path:
     """A folder from a FileEdit value; DataError when none is chosen."""
     text = str(value or "").strip()
@@ -112,26 +104,20 @@ def clock(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def train_job(data: DataSpec | tuple[list[Any], list[Any], str], cfg: Any, should_stop: Any, inherit: bool):
+def train_job(data: DataSpec | tuple[list[Any], list[Any], str], cfg: Any, should_stop: Any):
     """Thread-worker generator: ``training.train``'s events, then its ``TrainResult`` (+ curves.png).
 
     ``data`` is a ``DataSpec`` to read here, or the (train, validation, note) already gathered.
+    Settings a fine-tuned model inherits are resolved by ``train`` itself, as for every caller.
     """
     from ...training.loop import train
 
     train_samples, val_samples, note = gather_samples(data) if isinstance(data, DataSpec) else data
     yield _DataEvent(len(train_samples), len(val_samples), note)
 
-    if inherit:
-        from ...network.registry import load_model
-
-        inference = load_model(cfg.init, device="cpu").inference
-        cfg = dataclasses.replace(cfg, normalisation=inference.normalisation,
-                                  percentiles=tuple(inference.percentiles), invert=inference.invert)
-        yield _ConfigEvent(cfg)
     result = yield from train(train_samples, val_samples, cfg, should_stop=should_stop)
     if result.history and cfg.output_dir:
         from ...training.curves import plot_history
 
-        plot_history(result.history, Path(cfg.output_dir) / "curves.png", title=cfg.name)
+        plot_history(result.history, Path(cfg.output_dir) / "curves.png", title=result.config.name)
     return result

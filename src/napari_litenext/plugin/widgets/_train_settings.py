@@ -9,10 +9,16 @@ draws them; the widget builds them with ``magicgui(fn, persist=True, **options)`
 from pathlib import Path
 from typing import Any
 
+from ...training.config import INTERACTIVE_RECIPE, MWL_PRESETS, LossConfig
 from ._common import DEVICES, SCRATCH_CHOICE, model_choices
 
+_QUICK = INTERACTIVE_RECIPE
+_PRESET = MWL_PRESETS[LossConfig.preset]
+#: Recipe fields that become the model's settings (form name -> InferenceConfig name).
+INHERITED_FIELDS = {"mode": "mode", "patch_size": "input_size", "normalisation": "normalisation"}
+
 __all__ = ["source_settings", "validation_settings", "recipe_settings", "VALIDATION_CHOICES",
-           "SOURCE_OPTIONS", "VALIDATION_OPTIONS", "RECIPE_OPTIONS"]
+           "SOURCE_OPTIONS", "VALIDATION_OPTIONS", "RECIPE_OPTIONS", "INHERITED_FIELDS"]
 
 VALIDATION_CHOICES = (
     ("auto: hold out 20% (or the training pairs if only one)", "auto"),
@@ -34,12 +40,17 @@ def validation_settings(validation: str = "auto", val_fraction: float = 0.2, val
 
 
 def recipe_settings(model_name: str = "my-model", start_from: str = SCRATCH_CHOICE, start_file: Path = Path(""),
-                    epochs: int = 50, learning_rate: float = 1e-3, batch_size: int = 8, patch_size: int = 128,
-                    mode: str = "tile", normalisation: str = "auto", loss: str = "mwl",
-                    mwl_preset: str = "boundary", w_background: float = 1.0, w_object: float = 3.0,
-                    w_margin: float = 6.0, margin_kernel: int = 7, srp: bool = True, srp_lambda: float = 0.1,
+                    epochs: int = _QUICK["epochs"], learning_rate: float = _QUICK["lr"],
+                    batch_size: int = _QUICK["batch_size"], patch_size: int = _QUICK["patch_size"],
+                    mode: str = _QUICK["mode"], normalisation: str = _QUICK["normalisation"],
+                    loss: str = LossConfig.loss, mwl_preset: str = LossConfig.preset,
+                    w_background: float = _PRESET["w_b"], w_object: float = _PRESET["w_o"],
+                    w_margin: float = _PRESET["w_m"], margin_kernel: int = _PRESET["kernel_size"],
+                    srp: bool = LossConfig.srp, srp_lambda: float = LossConfig.srp_lambda,
                     device: str = "auto", output_folder: Path = Path("")) -> None:
-    """The training recipe and where the model goes (persisted)."""
+    """The training recipe and where the model goes (persisted); values come from the core's
+    ``INTERACTIVE_RECIPE`` and ``LossConfig``, and mode, patch size and normalisation show the
+    starting model's when fine-tuning."""
 
 
 SOURCE_OPTIONS: dict[str, dict[str, Any]] = {
@@ -73,8 +84,8 @@ RECIPE_OPTIONS: dict[str, dict[str, Any]] = {
                    "tooltip": "network input edge in pixels (multiple of 16)"},
     "mode": {"widget_type": "ComboBox", "choices": ("tile", "resize"),
              "tooltip": "tile: native-resolution patches (cells, nuclei); resize: whole image resized (lesions)"},
-    "normalisation": {"widget_type": "ComboBox", "choices": ("auto", "dtype", "percentile", "minmax"),
-                      "tooltip": "auto: the starting model's, or percentile (1, 99.8) from scratch"},
+    "normalisation": {"widget_type": "ComboBox", "choices": ("dtype", "percentile", "minmax"),
+                      "tooltip": "how pixels become network input; shows the starting model's when fine-tuning"},
     "loss": {"widget_type": "ComboBox", "choices": (("Marginal Weight Loss", "mwl"), ("Dice + BCE", "dice_bce"))},
     "mwl_preset": {"widget_type": "ComboBox", "label": "MWL preset", "choices": ("boundary", "authors-code")},
     "w_background": {"label": "w background", "min": 0.0, "max": 100.0, "step": 0.5},

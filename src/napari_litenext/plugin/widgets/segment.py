@@ -23,8 +23,9 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ._common import DEVICES, FILE_CHOICE, LayerChoices, RunStopper, load_model_cached, model_choices, \
-    report_error, resolve_model_choice, status_label
+from ...config import InferenceConfig
+from ._common import DEVICES, FILE_CHOICE, LayerChoices, ModelValues, RunStopper, load_model_cached, \
+    model_choices, report_error, resolve_model_choice, status_label
 from ._layers import full_resolution, layer_axes, output_geometry
 from ._state import session_models
 
@@ -33,10 +34,15 @@ __all__ = ["SegmentWidget", "segment_settings"]
 _REAPPLY_DELAY_MS = 200
 
 
-def segment_settings(model: str = FILE_CHOICE, model_file: Path = Path(""), threshold: float = 0.5,
-                     instances: bool = True, min_size: int = 0, probabilities: bool = False,
+def segment_settings(model: str = FILE_CHOICE, model_file: Path = Path(""),
+                     threshold: float = InferenceConfig.threshold, instances: bool = InferenceConfig.instances,
+                     min_size: int = InferenceConfig.min_size, probabilities: bool = False,
                      device: str = "auto") -> None:
-    """Settings of the Segment widget (kept between sessions by magicgui's ``persist``)."""
+    """Settings of the Segment widget; threshold, instances and minimum size show the chosen model's."""
+
+
+#: Form fields that are the model's settings (form name -> InferenceConfig name).
+MODEL_FIELDS = {"threshold": "threshold", "instances": "instances", "min_size": "min_size"}
 
 
 _SETTINGS_OPTIONS: dict[str, dict[str, Any]] = {
@@ -76,6 +82,7 @@ class SegmentWidget(QWidget):
         self._layers = LayerChoices(napari_viewer)
         self.image = self._layers.combo(Image, "image", tooltip="2D, RGB, stacks (slice by slice), dask/zarr layers")
         self.settings = magicgui(segment_settings, persist=True, call_button=False, **_SETTINGS_OPTIONS)
+        self.model_values = ModelValues(self.settings, MODEL_FIELDS)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = status_label(2)
@@ -103,6 +110,7 @@ class SegmentWidget(QWidget):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.settings.model.changed.connect(self._on_model_changed)
+        self.settings.model_file.changed.connect(self._on_model_changed)
         for name in ("threshold", "min_size", "instances"):
             getattr(self.settings, name).changed.connect(self._schedule_reapply)
         session_models.changed.connect(self._on_session_models)
@@ -134,6 +142,12 @@ class SegmentWidget(QWidget):
 
     def _on_model_changed(self, *_: Any) -> None:
         self.settings.model_file.visible = self.settings.model.value == FILE_CHOICE
+        try:
+            source = resolve_model_choice(self.settings.model.value, self.settings.model_file.value)
+        except ValueError:  # no file chosen yet
+            return
+        if source != self.model_values.source:
+            self.model_values.load(source)
 
     def select_model(self, source: str | Path) -> None:
         """Choose a model by bundled name or checkpoint path (a session model, or else a file)."""
@@ -170,8 +184,7 @@ class SegmentWidget(QWidget):
             return
         data = full_resolution(layer.data, getattr(layer, "multiscale", False))
         s = self.settings
-        kwargs = {"threshold": float(s.threshold.value), "instances": bool(s.instances.value),
-                  "min_size": int(s.min_size.value)}
+        kwargs = self.model_values.overrides()  # only what the user changed; the model owns the rest
         try:
             kwargs["axes"] = layer_axes(len(data.shape), layer.rgb)
         except ValueError as exc:

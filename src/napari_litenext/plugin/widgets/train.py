@@ -21,12 +21,12 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ...training.data import DataError
-from ._common import FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, RunStopper, report_error, resolve_model_choice, \
-    status_label
+from ...errors import DataError, LiteNeXtError
+from ._common import FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, ModelValues, RunStopper, report_error, \
+    resolve_model_choice, status_label
 from ._layers import LayerPair, default_output_dir, full_resolution
-from ._train_settings import RECIPE_OPTIONS, SOURCE_OPTIONS, VALIDATION_CHOICES, VALIDATION_OPTIONS, \
-    recipe_settings, source_settings, validation_settings
+from ._train_settings import INHERITED_FIELDS, RECIPE_OPTIONS, SOURCE_OPTIONS, VALIDATION_CHOICES, \
+    VALIDATION_OPTIONS, recipe_settings, source_settings, validation_settings
 from ._train_job import DataSpec, clock, folder_value, gather_samples, train_job
 from ._state import session_models
 from .plot import CurvePlot
@@ -53,6 +53,7 @@ class TrainWidget(QWidget):
         self.source = magicgui(source_settings, persist=True, call_button=False, **SOURCE_OPTIONS)
         self.validation = magicgui(validation_settings, persist=True, call_button=False, **VALIDATION_OPTIONS)
         self.recipe = magicgui(recipe_settings, persist=True, call_button=False, **RECIPE_OPTIONS)
+        self.start_values = ModelValues(self.recipe, INHERITED_FIELDS)
 
         self.pairs = Container(labels=False)
         self.pairs.margins = (0, 0, 0, 0)
@@ -113,9 +114,12 @@ class TrainWidget(QWidget):
                        self.recipe.start_from):
             widget.changed.connect(self._update_visibility)
         self.recipe.mwl_preset.changed.connect(self._apply_preset)
+        self.recipe.start_from.changed.connect(self._on_start_changed)
+        self.recipe.start_file.changed.connect(self._on_start_changed)
         session_models.changed.connect(self._on_session_models)
         self.add_pair()
         self._update_visibility()
+        self._on_start_changed()
 
     # ------------------------------------------------------------------ form
 
@@ -191,8 +195,21 @@ class TrainWidget(QWidget):
         r.srp_lambda.visible = bool(r.srp.value)
         r.start_file.visible = r.start_from.value == FILE_CHOICE
 
+    def _on_start_changed(self, *_: Any) -> None:
+        """Show the starting model's mode, patch size and normalisation (fine-tuning keeps them)."""
+        r = self.recipe
+        if r.start_from.value == SCRATCH_CHOICE:
+            self.start_values.source = None
+            return
+        try:
+            source = resolve_model_choice(r.start_from.value, r.start_file.value)
+        except ValueError:  # no file chosen yet
+            return
+        if source != self.start_values.source:
+            self.start_values.load(source)
+
     def _apply_preset(self, *_: Any) -> None:
-        from ...training.losses import MWL_PRESETS
+        from ...training.config import MWL_PRESETS
 
         values = MWL_PRESETS[self.recipe.mwl_preset.value]
         r = self.recipe
@@ -253,26 +270,31 @@ class TrainWidget(QWidget):
     def build_config(self, output_dir: Path) -> Any:
         """The ``TrainConfig`` the form describes, writing into ``output_dir``.
 
+        From scratch the recipe's mode, patch size and normalisation are passed as shown; when
+        fine-tuning only those the user changed, so the core inherits the rest from the model.
+
         Raises:
-            ValueError: an invalid setting (the message says which).
+            SettingsError: an invalid setting (the message says which).
         """
-        from ...training.loop import TrainConfig
+        from ...training.config import LossConfig, TrainConfig
 
         r = self.recipe
         start = r.start_from.value
         init = None if start == SCRATCH_CHOICE else resolve_model_choice(start, r.start_file.value)
-        normalisation = r.normalisation.value
         mwl = r.loss.value == "mwl"
+        loss = LossConfig(loss=r.loss.value, preset=r.mwl_preset.value,
+                          w_b=float(r.w_background.value) if mwl else None,
+                          w_o=float(r.w_object.value) if mwl else None,
+                          w_m=float(r.w_margin.value) if mwl else None,
+                          kernel_size=int(r.margin_kernel.value) if mwl else None,
+                          srp=bool(r.srp.value), srp_lambda=float(r.srp_lambda.value))
+        shown = {setting: getattr(r, name).value for name, setting in INHERITED_FIELDS.items()}
+        chosen = shown if init is None else self.start_values.overrides()
+        inherited = {"patch_size" if k == "input_size" else k: v for k, v in chosen.items()}
         return TrainConfig(
             epochs=int(r.epochs.value), lr=float(r.learning_rate.value), batch_size=int(r.batch_size.value),
-            patch_size=int(r.patch_size.value), mode=r.mode.value, loss=r.loss.value,
-            mwl_preset=r.mwl_preset.value, mwl_w_b=float(r.w_background.value) if mwl else None,
-            mwl_w_o=float(r.w_object.value) if mwl else None, mwl_w_m=float(r.w_margin.value) if mwl else None,
-            mwl_kernel=int(r.margin_kernel.value) if mwl else None, srp=bool(r.srp.value),
-            srp_lambda=float(r.srp_lambda.value),
-            normalisation="percentile" if normalisation == "auto" else normalisation,
-            device=str(r.device.value), init=init, output_dir=str(output_dir),
-            name=str(r.model_name.value).strip() or "my-model")
+            loss=loss, device=str(r.device.value), init=init, output_dir=str(output_dir),
+            name=str(r.model_name.value).strip() or "my-model", **inherited)
 
     def output_dir(self) -> Path:
         """The chosen output folder, or a new one under ``OUTPUT_ROOT``.
@@ -310,7 +332,7 @@ class TrainWidget(QWidget):
             data = spec if spec.reads_files else gather_samples(spec)
             out = self.output_dir()
             cfg = self.build_config(out)
-        except (DataError, ValueError, FileExistsError) as exc:
+        except (LiteNeXtError, ValueError, FileExistsError) as exc:
             self.last_error = report_error("LiteNeXt Train", exc)
             self.status.value = self.last_error
             return
@@ -323,11 +345,10 @@ class TrainWidget(QWidget):
         pairs = self.pair_rows()
         self._first_image = pairs[0][0].value if pairs and self.source.source.value == "layers" else None
         self._stop, should_stop = self._runs.new_run()
-        inherit = self.recipe.normalisation.value == "auto" and cfg.init is not None
         self.plot.clear()
         self.progress.max, self.progress.value = 1, 0
         self.segment_button.enabled = False
-        self.worker = create_worker(train_job, data, cfg, should_stop, inherit, _start_thread=False,
+        self.worker = create_worker(train_job, data, cfg, should_stop, _start_thread=False,
                                     _ignore_errors=True)
         self.worker.yielded.connect(self._on_event)
         self.worker.returned.connect(self._on_result)
@@ -352,9 +373,6 @@ class TrainWidget(QWidget):
             return  # Qt may deliver the last events after the result
         self.events.append(event)
         kind = event.kind
-        if kind == "config":
-            self._config = event.config
-            return
         if kind == "data":
             if event.note:
                 show_warning(f"LiteNeXt Train: {event.note}")
