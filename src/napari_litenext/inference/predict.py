@@ -24,9 +24,10 @@ import numpy as np
 
 from ..errors import Cancelled
 from ..progress import Progress, run_to_end
-from .lazy import Arranged, as_source, is_lazy, lazy_intensity_range
+from .layout import MIN_IMAGE_SIZE, arrange, infer_axes
+from .lazy import is_lazy
 from .postprocess import postprocess_stack
-from .preprocess import InputError, intensity_range, select_channels, to_network_input
+from .preprocess import InputError, to_network_input
 from .resize import resize_bilinear
 from .sink import open_sink
 from .tiling import TileGrid
@@ -36,12 +37,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Progress", "Prediction", "Cancelled", "segment", "predict", "infer_axes", "MIN_IMAGE_SIZE"]
 
-#: Smallest height and width accepted (the network's minimum).
-MIN_IMAGE_SIZE = 16
 # Pixels per network call on CPU: batching gains little there, while activations cost about
 # 0.5 KB per pixel, so a cap keeps peak memory near 130 MB whatever ``batch_size`` says.
 _CPU_BATCH_PIXELS = 512 * 512
-_AXIS_ALIASES = {"S": "C"}
 _WHOLE = (slice(None), slice(None))
 
 
@@ -63,81 +61,6 @@ class Prediction:
     probabilities: Any
     labels: Any
     settings: dict[str, Any] = field(default_factory=dict)
-
-
-def infer_axes(shape: tuple[int, ...], channel: int | None = None) -> str:
-    """The axes ``predict`` assumes for an array of ``shape`` when none are given.
-
-    ===================================  ======
-    shape                                axes
-    ===================================  ======
-    (Y, X)                               YX
-    (Y, X, 3 or 4)                       YXC
-    (Y, X, c < 16), ``channel`` given    YXC
-    (c < 16, Y, X), ``channel`` given    CYX
-    (Z, Y, X) otherwise                  ZYX
-    (Z, Y, X, 3 or 4)                    ZYXC
-    (Z, Y, X, c < 16), ``channel`` given ZYXC
-    ===================================  ======
-
-    Raises:
-        InputError: any other shape; the message asks for ``axes=`` or ``channel=``.
-    """
-    ndim = len(shape)
-    if ndim == 2:
-        return "YX"
-    last = shape[-1] if ndim else 0
-    if ndim == 3:
-        if last in (3, 4) or (channel is not None and last < MIN_IMAGE_SIZE):
-            return "YXC"
-        if last < MIN_IMAGE_SIZE:
-            raise InputError(f"image of shape {shape} looks like {last} channels: choose one with "
-                             f"channel=<0..{last - 1}> (--channel), or give axes= (--axes), e.g. 'ZYX'")
-        if channel is not None and shape[0] < MIN_IMAGE_SIZE:
-            return "CYX"
-        return "ZYX"
-    if ndim == 4 and (last in (3, 4) or (channel is not None and last < MIN_IMAGE_SIZE)):
-        return "ZYXC"
-    if ndim < 2:
-        raise InputError(f"expected an image with at least 2 dimensions (Y, X), got shape {shape}")
-    raise InputError(f"cannot tell the axes of a {ndim}-D image of shape {shape}: give axes= "
-                     "(--axes) with one letter per dimension from T, Z, C, Y, X, e.g. 'ZCYX' or 'TZYX'")
-
-
-def _check_axes(axes: str, shape: tuple[int, ...]) -> str:
-    text = "".join(_AXIS_ALIASES.get(a, a) for a in str(axes).strip().upper())
-    if len(text) != len(shape):
-        raise InputError(f"axes={axes!r} has {len(text)} letters but the image has {len(shape)} "
-                         f"dimensions (shape {shape}); give one letter per dimension")
-    bad = sorted(set(text) - set("TZCYX"))
-    if bad:
-        raise InputError(f"axes={axes!r} has unknown letter(s) {''.join(bad)}; use T, Z, C, Y, X")
-    if len(set(text)) != len(text):
-        raise InputError(f"axes={axes!r} repeats a letter; each of T, Z, C, Y, X may appear once")
-    if "Y" not in text or "X" not in text:
-        raise InputError(f"axes={axes!r} must contain Y and X")
-    return text
-
-
-def _channel_view(array: np.ndarray, has_channels: bool, channel: int | None) -> np.ndarray:
-    """The pixels that are segmented (a view): the chosen channel, or RGB without alpha."""
-    if not has_channels:
-        return array
-    n = array.shape[-1]
-    if channel is not None:
-        return array[..., channel]
-    if n == 1:
-        return array[..., 0]
-    return array[..., :3]
-
-
-def _channel_key(n: int, has_channels: bool, channel: int | None) -> int | slice | None:
-    """How ``_channel_view`` indexes the channel axis, for a lazy view."""
-    if not has_channels:
-        return None
-    if channel is not None:
-        return channel % n
-    return 0 if n == 1 else slice(0, 3)
 
 
 def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: int | None = None,
@@ -196,35 +119,15 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
     """
     import torch
 
-    image = as_source(image)
     inference = model.inference.with_overrides(threshold=threshold, instances=instances, min_size=min_size,
                                                 mode=mode, tile_size=tile_size, tile_overlap=tile_overlap)
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
-
-    if image.ndim < 2:
-        raise InputError(f"expected an image with at least 2 dimensions (Y, X), got shape {image.shape}")
-    axes = _check_axes(axes, image.shape) if axes is not None else infer_axes(image.shape, channel)
-    has_c = "C" in axes
-    stack_axes = "".join(a for a in axes if a not in "CYX")
-    order = [axes.index(a) for a in stack_axes + "YX" + ("C" if has_c else "")]
-    shape = tuple(int(image.shape[i]) for i in order)  # stack axes, Y, X, [C]
-    stack_shape = shape[:len(stack_axes)]
-    height, width = shape[len(stack_axes):len(stack_axes) + 2]
-    if height < MIN_IMAGE_SIZE or width < MIN_IMAGE_SIZE:
-        raise InputError(f"image is {height} x {width} pixels (axes {axes}, shape {image.shape}); "
-                         f"segmentation needs at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}")
-    if math.prod(shape) == 0:
-        raise InputError(f"image is empty (shape {image.shape})")
-    select_channels(np.zeros((1, 1) + shape[len(stack_axes) + 2:], image.dtype), channel)  # validates the choice
-    if is_lazy(image):
-        pixels: Any = Arranged(image, order, _channel_key(shape[-1] if has_c else 0, has_c, channel))
-        if value_range is None:
-            value_range = lazy_intensity_range(pixels, inference)
-    else:
-        pixels = _channel_view(image.transpose(order), has_c, channel)  # a view
-        if value_range is None:
-            value_range = intensity_range(pixels, inference)
+    layout = arrange(image, axes, channel)
+    image, axes, stack_axes, pixels = layout.source, layout.axes, layout.stack_axes, layout.pixels
+    stack_shape, height, width = layout.stack_shape, layout.height, layout.width
+    if value_range is None:
+        value_range = layout.intensity_range(inference)
     label_dtype = np.int32 if inference.instances else np.uint8
     out_shape = stack_shape + (height, width)
     sink, store = open_sink(out, is_lazy(image), out_shape, label_dtype, stack_axes + "YX",

@@ -177,7 +177,7 @@ class LabelStore:
         self._zarr_format = 3
 
     def create(self, shape: tuple[int, ...], dtype: Any, axes: str, chunks: tuple[int, ...] | None = None,
-               probabilities: bool = False) -> Any:
+               probabilities: bool = False, resume_key: str | None = None) -> Any:
         """Create the level-0 array (zeros) under a temporary name; returns it (also ``self.labels``).
 
         Args:
@@ -185,6 +185,8 @@ class LabelStore:
             chunks: zarr chunks; default one slice of up to 1024 x 1024.
             probabilities: also create a float32 ``probabilities`` array of the same shape in the
                 store (``self.probabilities``; not part of the NGFF labels, which napari shows).
+            resume_key: name the temporary folder after this key (a hash of the run's inputs and
+                settings) and reuse what an interrupted run with the same key left there.
         """
         import zarr
 
@@ -193,15 +195,30 @@ class LabelStore:
             self._zarr_format = parent.metadata.zarr_format
             parent.require_group("labels")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.parent / f".{self.path.name}.part-{uuid.uuid4().hex[:8]}"
+        self._tmp = self.path.parent / f".{self.path.name}.part-{resume_key or uuid.uuid4().hex[:8]}"
+        self.axes = axes
+        if resume_key and (self._tmp / "0").exists():
+            # A run with the same key was interrupted: carry on with what it wrote.
+            root = zarr.open_group(str(self._tmp), mode="r+")
+            self.labels = root["0"]
+            self.probabilities = root["probabilities"] if probabilities else None
+            if tuple(self.labels.shape) == tuple(shape) and self.labels.dtype == np.dtype(dtype):
+                return self.labels
+            shutil.rmtree(self._tmp)
         root = zarr.open_group(str(self._tmp), mode="w", zarr_format=self._zarr_format)
         chunks = chunks or (1,) * (len(shape) - 2) + (min(shape[-2], 1024), min(shape[-1], 1024))
         self.labels = root.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
         if probabilities:
             self.probabilities = root.create_array("probabilities", shape=shape, chunks=chunks, dtype="float32",
                                                    fill_value=0.0)
-        self.axes = axes
         return self.labels
+
+    @property
+    def work_path(self) -> Path:
+        """The temporary folder being written (exists between ``create`` and ``finish``)."""
+        if self._tmp is None:
+            raise RuntimeError("LabelStore.create was not called")
+        return self._tmp
 
     def finish(self, metadata: dict[str, Any] | None = None) -> Path:
         """Add the pyramid and NGFF metadata, then move the store into place; returns its path.
