@@ -40,9 +40,9 @@ def isolated_widget_state(tmp_path, monkeypatch):
     cache = tmp_path / "magicgui-cache"
     monkeypatch.setattr(magicgui._util, "user_cache_dir", lambda *a, **k: cache)
     try:
-        from napari_litenext.plugin.widgets import train as train_widget
+        from napari_litenext.plugin.widgets import _train_form as train_form
 
-        monkeypatch.setattr(train_widget, "OUTPUT_ROOT", tmp_path / "litenext-models")
+        monkeypatch.setattr(train_form, "OUTPUT_ROOT", tmp_path / "litenext-models")
     except ImportError:  # pragma: no cover - Qt missing; the module skips anyway
         pass
     _state.session_models.clear()

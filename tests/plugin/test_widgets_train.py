@@ -113,14 +113,14 @@ def test_stop_ends_after_the_current_step_and_keeps_the_best_checkpoint(viewer, 
 
 
 def test_default_output_folder_is_new_and_dated(viewer, qtbot, painted, tmp_path):
-    from napari_litenext.plugin.widgets import train as train_widget
+    from napari_litenext.plugin.widgets import _train_form
 
     image, labels = painted
     widget = _train_widget(viewer, model_name="my cells")
     _choose(widget, image, labels)
     widget.start()
     wait_idle(qtbot, widget, timeout=300_000)
-    (run,) = list(train_widget.OUTPUT_ROOT.iterdir())
+    (run,) = list(_train_form.OUTPUT_ROOT.iterdir())
     assert run.name.startswith("my-cells-") and (run / "best.pt").is_file()
 
 
