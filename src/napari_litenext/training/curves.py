@@ -14,10 +14,7 @@ __all__ = ["draw_history", "plot_history"]
 
 
 def draw_history(figure, history: Sequence[dict[str, Any]]) -> None:
-    """Draw loss (left axis) and validation Dice (right axis) against epoch on ``figure``.
-
-    Shared by the PNG export and the live plot in the napari widget.
-    """
+    """Draw loss (left axis) and validation Dice (right axis) against epoch on ``figure``."""
     figure.clear()
     ax = figure.add_subplot(111)
     epochs = [row["epoch"] for row in history]
