@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from ..config import MODES
+from . import predict_scale
 from ..network.registry import DEFAULT_MODEL
 
 __all__ = ["add_parser", "run", "DEFAULT_MODEL", "LOW_MEMORY_FILE_BYTES"]
@@ -56,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "inputs over 1 GiB)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    predict_scale.add_arguments(p)  # zarr inputs, --workers, --scheduler
     p.set_defaults(run=run)
     return p
 
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from ..io.images import list_images
 
     _check_numbers(args, CliError)
+    if predict_scale.wants(args):
+        return predict_scale.run(args)
     files = list_images(args.inputs)
     outdir = Path(args.output).expanduser()
     if outdir.exists() and not outdir.is_dir():
