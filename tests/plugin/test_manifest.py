@@ -70,10 +70,11 @@ def test_every_command_is_importable_and_every_contribution_names_a_declared_com
     assert all(c.startswith("napari-litenext.") for c in declared)
 
 
-def test_manifest_claims_only_ome_tiff_for_reading_and_labels_for_writing():
+def test_manifest_claims_only_ome_tiff_and_zarr_for_reading_and_labels_for_writing():
     data = yaml.safe_load(TOP_LEVEL.read_text())
-    (reader,) = data["contributions"]["readers"]
-    assert sorted(reader["filename_patterns"]) == ["*.ome.tif", "*.ome.tiff"]
+    tiff, zarr = data["contributions"]["readers"]
+    assert sorted(tiff["filename_patterns"]) == ["*.ome.tif", "*.ome.tiff"] and not tiff["accepts_directories"]
+    assert zarr["filename_patterns"] == ["*.zarr"] and zarr["accepts_directories"]
     (writer,) = data["contributions"]["writers"]
     assert writer["layer_types"] == ["labels"]
 

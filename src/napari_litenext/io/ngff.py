@@ -48,6 +48,7 @@ class ZarrImage:
         ome: True for an OME-Zarr image, False for a plain array.
         zarr_format: 2 or 3, for labels written beside it.
         levels: the arrays of every resolution level (OME-Zarr), full resolution first.
+        is_labels: the store holds NGFF labels (``image-label`` metadata), not an image.
     """
 
     array: Any
@@ -58,6 +59,7 @@ class ZarrImage:
     ome: bool = False
     zarr_format: int = 3
     levels: list[Any] = field(default_factory=list)
+    is_labels: bool = False
 
 
 def is_zarr_path(path: str | os.PathLike) -> bool:
@@ -138,7 +140,8 @@ def _read_ome(path: Path, group: Any, multiscale: dict[str, Any]) -> ZarrImage:
         if transform.get("type") == "scale" and axes:
             scale = {a: float(s) for a, s in zip(axes, transform["scale"])}
     units = {n: str(a["unit"]) for n, a in zip(names, axes_meta) if isinstance(a, dict) and a.get("unit")}
-    return ZarrImage(array, axes, scale, units, path, True, array.metadata.zarr_format, levels)
+    return ZarrImage(array, axes, scale, units, path, True, array.metadata.zarr_format, levels,
+                     "image-label" in _ome_attrs(group))
 
 
 class LabelStore:
