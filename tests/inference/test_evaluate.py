@@ -14,6 +14,7 @@ from PIL import Image
 from napari_litenext.inference.evaluate import EvaluationError, evaluate, evaluate_arrays, evaluate_pairs, pair_files
 from napari_litenext.config import InferenceConfig, ModelCard
 from napari_litenext.inference.preprocess import InputError
+from napari_litenext.progress import run_to_end
 
 
 
@@ -139,14 +140,8 @@ def _dataset(tmp_path):
 
 def test_evaluate_native(tmp_path, fake_predict):
     img, msk = _dataset(tmp_path)
-    steps = evaluate_pairs(stand_in(), img, msk)
     progress = []
-    while True:
-        try:
-            progress.append(next(steps))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = run_to_end(evaluate_pairs(stand_in(), img, msk), progress.append)
     assert [(p.done, p.total) for p in progress] == [(0, 2), (1, 2), (2, 2)]
     assert [r["name"] for r in result.rows] == ["full", "none"]
     full, none = result.rows
@@ -206,14 +201,8 @@ def test_evaluate_instances_with_binary_and_label_masks(tmp_path, fake_predict):
     _tif(msk / "lab_labels.tif", gt)
     _png(img / "bin.png", image)
     _png(msk / "bin_mask.png", ((gt > 0) * 255).astype(np.uint8))
-    steps = evaluate_pairs(stand_in(), img, msk, instances=True)
     messages = []
-    while True:
-        try:
-            messages.append(next(steps).message)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = run_to_end(evaluate_pairs(stand_in(), img, msk, instances=True), lambda p: messages.append(p.message))
     # both masks give the same objects: TP 1, n_pred 2, n_gt 2 -> F1 1/2; AJI 12 / (16 + 16 + 4) = 1/3
     for row in result.rows:
         assert (row["n_pred"], row["n_gt"]) == (2, 2)

@@ -372,7 +372,7 @@ def _segment_job(data: Any, source: str, device: str, kwargs: dict[str, Any], sh
 
     yield Progress("model", 0, 1, f"loading model {Path(source).name if '/' in source else source}")
     model = load_model_cached(source, device)
-    name = getattr(getattr(model, "card", None), "name", None) or Path(source).stem
+    name = model.card.name or Path(source).stem
     dev = next(model.parameters()).device
     yield Progress("model", 1, 1, f"segmenting with {name} on {dev}")
     prediction = yield from segment(data, model, should_stop=should_stop, **kwargs)
