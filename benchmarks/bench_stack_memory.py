@@ -54,7 +54,12 @@ def _synthetic_stack(slices: int, size: int):
 
 def measure(cli: str, stack_path: Path, out: Path, extra: list[str]) -> dict:
     """Run one ``predict`` and sample its anonymous and total resident memory."""
-    cmd = [cli, "predict", str(stack_path), "-o", str(out), "--model", "nuclei", "--instances", "-q"] + extra
+    return run_sampled([cli, "predict", str(stack_path), "-o", str(out), "--model", "nuclei", "--instances", "-q"]
+                       + extra)
+
+
+def run_sampled(cmd: list[str]) -> dict:
+    """Run a command; its peak anonymous and total resident memory (MB) and wall time (s)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     peaks = {"RssAnon": 0, "VmRSS": 0}

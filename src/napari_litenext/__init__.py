@@ -21,6 +21,9 @@ _LAZY = {
     "bundled_models": "network.registry",
     "predict": "inference.predict",
     "segment": "inference.predict",
+    "predict_blocks": "inference.scale",
+    "predict_many": "inference.scale",
+    "SliceSegmenter": "inference.browse",
     "Prediction": "inference.predict",
     "postprocess": "inference.postprocess",
     "train": "training.loop",
@@ -42,7 +45,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .inference.evaluate import evaluate
     from .network.model import LiteNeXt
     from .inference.postprocess import postprocess
+    from .inference.browse import SliceSegmenter
     from .inference.predict import Prediction, predict, segment
+    from .inference.scale import predict_blocks, predict_many
     from .network.registry import bundled_models, load_model
     from .training.loop import TrainConfig, train
 
