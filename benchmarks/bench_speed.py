@@ -1,12 +1,13 @@
 """Speed of the fast LiteNeXt against the direct reference implementation.
 
-    python benchmarks/bench_speed.py [--quick] [--threads N] [--cpu-time] [--no-train]
+    python benchmarks/bench_speed.py [--quick] [--threads N] [--cpu-time] [--no-train] [--no-onnx]
 
 CPU (always): inference at 256 x 256, batch 1 and batch 8, and one training step (forward,
-backward, NAdam step) at batch 8. The reference is tests/reference_litenext.py run on NCHW tensors
-with NCHW weights, as a direct implementation would be. The two are measured interleaved in one
+backward, NAdam step) at batch 8. The reference is tests/network/reference_litenext.py run on
+NCHW tensors with NCHW weights, as a direct implementation would be. The two are measured interleaved in one
 process (alternating which goes first) and summarised by medians, so that load from other
-processes affects both alike.
+processes affects both alike. Inference also runs the same weights exported to ONNX on ONNX
+Runtime, with as many threads as torch (when onnx and onnxruntime are installed; --no-onnx skips it).
 
 CUDA (when available): images/s at batch 64 for the fast model in float32 and in bfloat16
 autocast, and for the reference in float32.
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "network"))
 from reference_litenext import reference_forward  # noqa: E402
 
 from napari_litenext.network.model import LiteNeXt  # noqa: E402
@@ -68,16 +69,37 @@ def make_models(device: str = "cpu") -> tuple[LiteNeXt, LiteNeXt]:
     return fast, direct
 
 
+def onnx_session(model: LiteNeXt):
+    """An ONNX Runtime CPU session of ``model`` with torch's thread count, or None without onnx/onnxruntime."""
+    try:
+        import onnxruntime as ort
+
+        from napari_litenext.exchange._source import resolve_model
+        from napari_litenext.exchange.onnx import onnx_bytes
+        data = onnx_bytes(resolve_model(model))
+    except ImportError:
+        return None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def bench_inference(fast: LiteNeXt, direct: LiteNeXt, batch: int, reps: int, device: str = "cpu",
-                    sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+                    sync: Callable[[], None] = lambda: None, session=None) -> dict[str, float]:
     fast.eval()
     direct.eval()
     x = torch.rand(batch, 3, SIZE, SIZE, device=device)
+    fns = {"reference": lambda: reference_forward(direct, x), "fast": lambda: fast(x)}
+    if session is not None:
+        array = x.cpu().numpy()
+        fns["onnxruntime"] = lambda: session.run(None, {"input": array})
     with torch.inference_mode():
-        err = (fast(x) - reference_forward(direct, x)).abs().max().item()
-        result = interleaved({"reference": lambda: reference_forward(direct, x), "fast": lambda: fast(x)},
-                             reps, sync=sync)
+        expected = fast(x)
+        err = (expected - reference_forward(direct, x)).abs().max().item()
+        result = interleaved(fns, reps, sync=sync)
     result["max_abs_diff"] = err
+    if session is not None:
+        result["onnx_max_abs_diff"] = float(abs(fns["onnxruntime"]()[0] - expected.cpu().numpy()).max())
     return result
 
 
@@ -136,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (about a third of the time)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-train", action="store_true", help="skip the training-step comparison")
+    parser.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time CPU runs by process CPU time, not wall time (use with --threads 1 "
                              "on a busy machine)")
@@ -152,13 +175,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} CPU threads of {os.cpu_count()}{load}")
     started = time.perf_counter()
     fast, direct = make_models()
+    session = None if args.no_onnx else onnx_session(fast)
+    if session is None and not args.no_onnx:
+        print("onnx or onnxruntime not installed: ONNX Runtime skipped (pip install 'napari-litenext[exchange]')")
     clock = "process CPU time" if args.cpu_time else "wall time"
     print(f"CPU inference, {SIZE}x{SIZE}, torch.inference_mode, interleaved medians of {clock}:")
     for batch in (1, 8):
-        r = bench_inference(fast, direct, batch, reps[batch])
+        r = bench_inference(fast, direct, batch, reps[batch], session=session)
         print(f"  batch {batch}: reference {r['reference'] * 1e3 / batch:7.1f} ms/image, "
               f"fast {r['fast'] * 1e3 / batch:6.1f} ms/image, speed-up {r['reference'] / r['fast']:.2f}x "
               f"(max |diff| {r['max_abs_diff']:.1e}, {reps[batch]} rounds)")
+        if session is not None:
+            print(f"           onnxruntime {r['onnxruntime'] * 1e3 / batch:6.1f} ms/image, torch fast / "
+                  f"onnxruntime {r['fast'] / r['onnxruntime']:.2f}x (max |logit diff| {r['onnx_max_abs_diff']:.1e})")
     if not args.no_train:
         r = bench_training(fast, direct, 8, reps["train"])
         print(f"CPU training step (forward + backward + NAdam), batch 8, {SIZE}x{SIZE}:")

@@ -15,7 +15,7 @@ from ..errors import LiteNeXtError
 
 __all__ = ["main", "CliError"]
 
-SUBCOMMANDS = ("predict", "train", "evaluate", "models")
+SUBCOMMANDS = ("predict", "train", "evaluate", "models", "export")
 
 
 class CliError(LiteNeXtError):
