@@ -70,15 +70,18 @@ def test_dask_input_is_read_chunk_by_chunk_and_matches_numpy(model, rng):
     assert all(key != (slice(0, 3), slice(0, 80), slice(0, 96)) for key in source.reads)
 
 
-def test_large_slices_are_read_tile_by_tile(model, rng, monkeypatch):
+def test_slices_too_large_to_hold_are_segmented_in_blocks(model, rng, monkeypatch, tmp_path):
     image = _stack(rng, slices=2, height=150, width=140)
     source = CountingSource(image)
-    monkeypatch.setattr(lazy, "SLICE_PIXELS", 60 * 60)  # "large": slices are not read whole
-    got = predict(source, model, axes="ZYX", batch_size=3)
-    np.testing.assert_array_equal(got.labels, predict(image, model, batch_size=3).labels)
-    reads = [k for k in source.reads if isinstance(k[0], int)]
-    assert all((k[1].stop - k[1].start) * (k[2].stop - k[2].start) <= 64 * 64 for k in reads[-8:])
-    # 64 px tiles with 8 px overlap over 32 px chunks: a chunk lies in at most 3 x 3 tiles
+    monkeypatch.setattr(lazy, "SLICE_PIXELS", 60 * 60)  # "large": no slice is read whole
+    got = predict(source, model, axes="ZYX", batch_size=1, instances=True, out=tmp_path / "o.zarr")
+    expected = predict(image, model, batch_size=1, instances=True).labels
+    assert got.settings["blocks"]["blocks"] == 2 * 3 * 3  # 64 px blocks
+    labels = got.labels[:]
+    assert np.array_equal(labels > 0, expected > 0) and len(np.unique(labels)) == len(np.unique(expected))
+    assert all((k[1].stop - k[1].start) * (k[2].stop - k[2].start) < 140 * 150 for k in source.reads[-18:])
+    # a block reads the tiles that cover it (64 px tiles, 8 px overlap): a 32 px chunk is read by at most
+    # 3 x 3 blocks, and once more for the intensity sample
     assert max(source.chunk_counts((1, 32, 32)).values()) <= 9 + 1
 
 
@@ -119,3 +122,4 @@ def test_lazy_channel_selection_matches_numpy(model, rng):
         expected = predict(image, model, channel=channel, axes="YXC").probabilities
         got = predict(zarr.array(image, chunks=(16, 16, 4)), model, channel=channel, axes="YXC").probabilities
         np.testing.assert_allclose(got, expected, atol=1e-6)
+

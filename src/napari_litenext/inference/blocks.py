@@ -87,7 +87,8 @@ def plan_blocks(stack_count: int, height: int, width: int, block_size: int, whol
     for s in range(stack_count):
         for y in range(0, height, block_size):
             for x in range(0, width, block_size):
-                blocks.append(Block(len(blocks), s, s + 1, y, min(height, y + block_size), x, min(width, x + block_size)))
+                y1, x1 = min(height, y + block_size), min(width, x + block_size)
+                blocks.append(Block(len(blocks), s, s + 1, y, y1, x, x1))
     return blocks
 
 

@@ -40,13 +40,17 @@ DEFAULT_BLOCK_SIZE = 2048
 _MODELS: dict[tuple[str, str], Any] = {}
 
 
-def worker_model(source: str, device: str | None = None) -> Any:
+def worker_model(source: Any, device: str | None = None) -> Any:
     """The model from ``source`` (bundled name or checkpoint path), loaded once per process.
+
+    A model object (a run in this process) is returned as it is.
 
     Dask workers keep their process between tasks, so every block or file a worker segments
     after the first reuses the model; torch is limited to the worker's threads so that workers
     sharing a machine do not compete for its cores.
     """
+    if not isinstance(source, (str, os.PathLike)):
+        return source
     key = (str(source), str(device))
     model = _MODELS.get(key)
     if model is None:
@@ -77,7 +81,8 @@ class BlockJob:
         source: the image: a zarr path (opened by each worker) or an array (a numpy array or
             anything picklable, e.g. for a threads-only cluster).
         order, channel_key: how ``lazy.Arranged`` views it (stack axes, Y, X, [C]).
-        model: bundled model name or checkpoint path; device: torch device for the workers.
+        model: bundled model name or checkpoint path (or a model object, for a run in this
+            process); device: torch device for the workers.
         inference: the resolved ``InferenceConfig``; value_range: the whole image's.
         stack_shape, height, width: the output's geometry; blocks: the plan.
         store: the output store's temporary folder (``0``, ``probabilities``, ``provisional``, ``work``).
@@ -89,7 +94,7 @@ class BlockJob:
     source: Any
     order: list[int]
     channel_key: Any
-    model: str
+    model: Any
     device: str | None
     inference: Any
     value_range: tuple[float, float]

@@ -25,11 +25,12 @@ import numpy as np
 from ..errors import Cancelled
 from ..progress import Progress, run_to_end
 from .layout import MIN_IMAGE_SIZE, arrange, infer_axes
+from . import lazy
 from .lazy import is_lazy
 from .postprocess import postprocess_stack
 from .preprocess import InputError, to_network_input
 from .resize import resize_bilinear
-from .sink import open_sink
+from .sink import open_sink, temporary_store_path
 from .tiling import TileGrid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,8 +75,9 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
     Args:
         image: a 2D image or a stack, any integer, float or bool dtype (see ``infer_axes``): a
             numpy array (memory maps included) or a lazy array (dask, zarr, h5py: anything with
-            ``shape``, ``dtype`` and slicing), which is read a slice or a tile at a time and never
-            whole (see ``inference.lazy``).
+            ``shape``, ``dtype`` and slicing), which is read a slice at a time and never whole (see
+            ``inference.lazy``); in tile mode a lazy slice larger than ``lazy.SLICE_PIXELS`` is
+            segmented block by block into a store (``inference.scale``), so memory stays bounded.
         model: a LiteNeXt (from ``load_model``); its ``inference`` settings are the defaults of
             every setting below.
         axes: one letter per dimension from T, Z, C, Y, X (e.g. ``"CYX"``, ``"ZYXC"``); inferred
@@ -129,6 +131,18 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
     if value_range is None:
         value_range = layout.intensity_range(inference)
     label_dtype = np.int32 if inference.instances else np.uint8
+    if is_lazy(image) and height * width > lazy.SLICE_PIXELS and inference.mode == "tile" and workdir is None:
+        # A slice too large to hold whole: blocks of the whole image's tile grid bound memory.
+        from .scale import DEFAULT_BLOCK_SIZE, segment_blocks_of
+
+        _place_model(model, device, torch)
+        edge = max(64, min(DEFAULT_BLOCK_SIZE, math.isqrt(lazy.SLICE_PIXELS) // 16 * 16))
+        return (yield from segment_blocks_of(
+            image, model, out=out if out is not None else temporary_store_path(), axes=axes, channel=channel,
+            threshold=inference.threshold, instances=inference.instances, min_size=inference.min_size,
+            mode=inference.mode, block_size=edge, tile_size=inference.tile_size,
+            tile_overlap=inference.tile_overlap, batch_size=batch_size, keep_probabilities=keep_probabilities,
+            should_stop=should_stop, value_range=value_range))
     out_shape = stack_shape + (height, width)
     sink, store = open_sink(out, is_lazy(image), out_shape, label_dtype, stack_axes + "YX",
                             lambda name, shape, dtype: _allocate(workdir, name, shape, dtype), keep_probabilities)

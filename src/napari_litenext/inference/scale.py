@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Generator
 from typing import Any
 
+from .stitch import stitch_stack
 from ..progress import Progress, run_to_end
 from .distributed import DEFAULT_BLOCK_SIZE, BlockJob, plan_for, run_key, run_tasks, segment_blocks, worker_model
 from .layout import arrange
@@ -23,28 +24,31 @@ from .predict import Prediction
 __all__ = ["segment_blocks_of", "predict_blocks", "predict_many", "DEFAULT_BLOCK_SIZE"]
 
 
-def segment_blocks_of(image: Any, model: str | os.PathLike, *, out: Any, client: Any = None,
+def segment_blocks_of(image: Any, model: Any, *, out: Any, client: Any = None,
                       block_size: int = DEFAULT_BLOCK_SIZE, axes: str | None = None, channel: int | None = None,
                       threshold: float | None = None, instances: bool | None = None, min_size: int | None = None,
-                      mode: str | None = None, tile_size: int | None = None, tile_overlap: float | None = None,
-                      batch_size: int = 8, device: str | None = None, keep_probabilities: bool = False,
+                      stitch_threshold: float | None = None, mode: str | None = None, tile_size: int | None = None,
+                      tile_overlap: float | None = None, batch_size: int = 8, device: str | None = None, keep_probabilities: bool = False,
                       should_stop: Callable[[], bool] | None = None,
-                      probabilities: Callable[[Any, int], Any] | None = None) -> Generator[Progress, None, Prediction]:
+                      probabilities: Callable[[Any, int], Any] | None = None,
+                      value_range: tuple[float, float] | None = None) -> Generator[Progress, None, Prediction]:
     """Segment one image block by block into a zarr store, yielding progress; returns the ``Prediction``.
 
     Args:
         image: a zarr path (each worker opens it; a plain array or an OME-Zarr image) or an array
             (numpy, zarr, dask; sent to the workers, so keep it small or use threads).
-        model: bundled model name or checkpoint path (each worker loads it once).
+        model: bundled model name or checkpoint path (each worker loads it once), or a loaded
+            model (used as it is in this process; pickled to workers).
         out: a path for a new standalone labels store, or an ``io.ngff.LabelStore``.
         client: a ``distributed.Client``; None runs the blocks in this process.
         block_size: edge of the Y/X blocks in tile mode (a multiple of 16, at least 64); slices
             smaller than that are grouped, and resize mode always uses whole slices.
-        axes, channel, threshold, instances, min_size, mode, tile_size, tile_overlap, batch_size,
-            device: as ``segment`` (None: the model's setting).
+        axes, channel, threshold, instances, min_size, stitch_threshold, mode, tile_size,
+            tile_overlap, batch_size, device: as ``segment`` (None: the model's setting).
         keep_probabilities: also write the float32 map into the store.
         should_stop: checked after each block; True raises ``Cancelled`` (the run can be resumed).
         probabilities: ``(block, flat slice) -> probabilities`` replacing the network (tests).
+        value_range: the intensity range when known; None computes it (bounded reads).
 
     Returns:
         ``Prediction`` whose ``labels`` is the store's zarr array; ``settings`` holds the model
@@ -65,12 +69,14 @@ def segment_blocks_of(image: Any, model: str | os.PathLike, *, out: Any, client:
         image, axes = zarr_image.array, axes or zarr_image.axes
         scale, units = zarr_image.scale, zarr_image.units
         source = os.fspath(zarr_image.path)  # each worker opens it: pixels never travel
-    local = load_model(model, device="cpu")
+    local = load_model(model, device="cpu") if isinstance(model, (str, os.PathLike)) else model
     inference = local.inference.with_overrides(threshold=threshold, instances=instances, min_size=min_size,
-                                               mode=mode, tile_size=tile_size, tile_overlap=tile_overlap)
+                                               stitch_threshold=stitch_threshold, mode=mode, tile_size=tile_size,
+                                               tile_overlap=tile_overlap)
     layout = arrange(image, axes, channel)
-    yield Progress("statistics", 0, 1, "intensity range")
-    value_range = layout.intensity_range(inference)
+    if value_range is None:
+        yield Progress("statistics", 0, 1, "intensity range")
+        value_range = layout.intensity_range(inference)
     label_dtype = "int32" if inference.instances else "uint8"
     shape = layout.stack_shape + (layout.height, layout.width)
     blocks = plan_for(layout.stack_shape, layout.height, layout.width, block_size, inference.mode)
@@ -82,8 +88,9 @@ def segment_blocks_of(image: Any, model: str | os.PathLike, *, out: Any, client:
     chunks = (1,) * len(layout.stack_shape) + (first.y1 - first.y0, first.x1 - first.x0)
     store.create(shape, label_dtype, layout.stack_axes + "YX", chunks=chunks, probabilities=keep_probabilities,
                  resume_key=key)
-    job = BlockJob(source=source, order=layout.order,
-                   channel_key=layout.channel_key, model=os.fspath(model), device=device, inference=inference,
+    source_of_model = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
+    job = BlockJob(source=source, order=layout.order, channel_key=layout.channel_key, model=source_of_model,
+                   device=device, inference=inference,
                    value_range=value_range, stack_shape=layout.stack_shape, height=layout.height,
                    width=layout.width, blocks=blocks, store=str(store.work_path), batch_size=batch_size,
                    keep_probabilities=keep_probabilities, probabilities=probabilities)
@@ -96,6 +103,10 @@ def segment_blocks_of(image: Any, model: str | os.PathLike, *, out: Any, client:
     }
     if inference.mode == "tile":
         settings.update(tile_size=inference.tile_size, tile_overlap=inference.tile_overlap)
+    if inference.instances and inference.stitch_threshold > 0 and "Z" in layout.stack_axes:
+        # after the blocks are merged: linking through Z needs each slice's final ids
+        stitch_stack(store.labels, layout.stack_axes.index("Z"), inference.stitch_threshold)
+        settings["stitch_threshold"] = inference.stitch_threshold
     store.finish(settings)
     settings["store"] = str(store.path)
     return Prediction(store.probabilities, store.labels, settings)

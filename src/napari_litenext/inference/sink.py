@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["WholeSink", "StoreSink", "open_sink", "GROUP_PIXELS", "LARGE_OUTPUT_BYTES"]
+__all__ = ["WholeSink", "StoreSink", "open_sink", "temporary_store_path", "GROUP_PIXELS", "LARGE_OUTPUT_BYTES"]
 
 #: Pixels per group of slices in a ``StoreSink`` (at least one slice): 4 M pixels cost 32 MB of
 #: float32 probabilities and int32 labels.
@@ -100,6 +100,11 @@ class StoreSink:
         return self.probabilities, self.labels
 
 
+def temporary_store_path() -> str:
+    """A path for a labels store in a new temporary folder (the caller removes the folder)."""
+    return os.path.join(tempfile.mkdtemp(prefix="litenext-"), "labels.zarr")
+
+
 def open_sink(out: Any, lazy: bool, shape: tuple[int, ...], label_dtype: Any, axes: str, allocate: Any,
               keep_probabilities: bool) -> tuple[WholeSink | StoreSink, Any]:
     """The sink for ``segment``'s outputs, and the ``LabelStore`` it fills (None for whole arrays).
@@ -118,7 +123,7 @@ def open_sink(out: Any, lazy: bool, shape: tuple[int, ...], label_dtype: Any, ax
         large = math.prod(shape) * (4 + np.dtype(label_dtype).itemsize) > LARGE_OUTPUT_BYTES
         if not (lazy and large):
             return WholeSink(allocate, shape, label_dtype), None
-        out = os.path.join(tempfile.mkdtemp(prefix="litenext-"), "labels.zarr")
+        out = temporary_store_path()
     store = out if isinstance(out, LabelStore) else LabelStore(out, name=os.path.basename(os.fspath(out)))
     store.create(shape, label_dtype, axes, probabilities=keep_probabilities)
     return StoreSink(store.labels, store.probabilities, label_dtype), store

@@ -243,8 +243,8 @@ class LabelStore:
         base = [self.scale.get(a, 1.0) for a in letters]
         datasets = [{"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [
             s * f if a in "YX" else s for s, a in zip(base, letters)]}]} for i, f in enumerate(factors)]
-        axes = [dict({"name": a.lower(), "type": _NGFF_TYPES[a]}, **({"unit": self.units[a]} if a in self.units else {}))
-                for a in letters]
+        axes = [dict({"name": a.lower(), "type": _NGFF_TYPES[a]}, **({"unit": self.units[a]} if a in self.units
+                                                                     else {})) for a in letters]
         write_multiscales_metadata(root, datasets, fmt=fmt, axes=axes, name=self.name)
         add_metadata(root, {"image-label": {"version": fmt.version, "source": {"image": "../../"} if self.image
                                             else {}}}, fmt=fmt)
