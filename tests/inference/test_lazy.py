@@ -107,6 +107,9 @@ def test_minmax_range_is_exact_from_one_pass(model, rng):
     lo, hi = lazy.lazy_intensity_range(view, model.inference.with_overrides(normalisation="minmax"))
     assert (lo, hi) == (float(image.min()), 9000.0)
     assert len(source.reads) == 4  # each slice once
+    source.reads.clear()
+    assert lazy.lazy_intensity_range(view, model.inference.with_overrides(normalisation="dtype")) == (0.0, 65535.0)
+    assert source.reads == []  # the type's range: nothing read
 
 
 def test_lazy_float_input_with_nan_is_refused(model):

@@ -94,8 +94,9 @@ def _model_source(args: argparse.Namespace) -> str:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(axes=args.axes, channel=args.channel, threshold=args.threshold, instances=args.instances,
-                min_size=args.min_size, mode=args.mode, tile_size=args.tile_size, batch_size=args.batch_size)
+    from .predict import segment_options
+
+    return segment_options(args)
 
 
 def _run_store(path: Path, outdir: Path, client: Any, args: argparse.Namespace) -> bool:
@@ -114,6 +115,9 @@ def _run_store(path: Path, outdir: Path, client: Any, args: argparse.Namespace) 
         beside = {"image": path, "name": "litenext"} if args.into_image else {"name": f"{stem}_labels"}
         store = LabelStore(outdir / f"{stem}_labels.zarr", scale=image.scale, units=image.units,
                            overwrite=args.overwrite, **beside)
+        if args.overlay:
+            print(f"napari-litenext: note: no overlay for zarr input {path.name} (open the labels in napari)",
+                  file=sys.stderr)
         settings = dict(_settings(args), axes=args.axes or image.axes, keep_probabilities=args.probabilities)
         if client is None:
             from ..inference.predict import segment

@@ -125,7 +125,8 @@ class Arranged:
 def lazy_intensity_range(view: Arranged, inference: InferenceConfig) -> tuple[float, float]:
     """``intensity_range`` of a lazy image without reading it all at once.
 
-    ``"dtype"`` reads nothing but a sample (to check float values are finite); ``"percentile"``
+    ``"dtype"`` reads nothing for 8/16-bit integers and a sample for floats (to check that values are
+    finite; every region read later is checked too); ``"percentile"``
     reads an evenly spread sample of at most about 16 M pixels; ``"minmax"`` (and ``"dtype"`` for
     32/64-bit integers, which uses the image's own range) reads every block once, one at a time.
 
@@ -139,6 +140,8 @@ def lazy_intensity_range(view: Arranged, inference: InferenceConfig) -> tuple[fl
         return 0.0, 1.0
     if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
         raise InputError(f"image has dtype {dtype}; convert it to an integer or float image")
+    if inference.normalisation == "dtype" and np.issubdtype(dtype, np.integer) and dtype.itemsize <= 2:
+        return intensity_range(np.zeros(1, dtype), inference)  # the type's range: nothing to read
     full_pass = inference.normalisation == "minmax" or (
         inference.normalisation == "dtype" and np.issubdtype(dtype, np.integer) and dtype.itemsize > 2)
     if full_pass:
