@@ -116,6 +116,20 @@ def test_round_trip_of_every_weight_format(package):
     assert np.abs(onnx_model.logits(x.numpy()) - expected.numpy()).max() <= ROUND_TRIP_TOLERANCE
 
 
+def test_model_settings_and_cli_read_packages(package, tmp_path):
+    from napari_litenext.cli import main
+    from napari_litenext.network.registry import model_settings
+
+    model, path = package
+    assert model_settings(str(path)) == model.inference
+    image = np.random.default_rng(0).integers(0, 255, (40, 56), dtype=np.uint8)
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "cells.png")
+    assert main(["predict", str(tmp_path / "cells.png"), "-o", str(tmp_path / "out"), "--model", str(path), "-q"]) == 0
+    assert (tmp_path / "out" / "cells_labels.tif").is_file()
+
+
 def test_unpacked_package_loads_from_its_rdf(package, tmp_path):
     model, path = package
     zipfile.ZipFile(path).extractall(tmp_path)
@@ -157,11 +171,25 @@ def test_damaged_packages_are_refused_with_the_file_named(package, tmp_path):
     with pytest.raises(CheckpointError, match="edited.zip: the settings and weights fail their SHA-256"):
         load_model(edited)
 
+    description = rdf(path)
+    description["weights"]["pytorch_state_dict"]["source"] = "../../weights.pt"
+    outside = _rewrite(path, tmp_path / "outside.zip", **{"rdf.yaml": yaml.safe_dump(description)})
+    with pytest.raises(CheckpointError, match="outside.zip names a file outside the package"):
+        load_model(outside)
+
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="junk.zip is not a readable zip"):
         load_model(tmp_path / "junk.zip")
     with pytest.raises(CheckpointError, match="not found"):
         load_model(str(tmp_path / "missing.zip"))
+
+
+def test_oversized_files_are_refused_before_reading(package, monkeypatch):
+    from napari_litenext.exchange import package as reader
+
+    monkeypatch.setattr(reader, "MAX_FILE_BYTES", 64 << 10)  # rdf.yaml takes less than 64 KiB, the weights more
+    with pytest.raises(CheckpointError, match="weights.pt holds more than"):
+        load_model(package[1])
 
 
 def test_existing_output_is_kept_without_overwrite(package, tmp_path):

@@ -57,6 +57,8 @@ def test_refusals_are_one_line_errors(checkpoint, tmp_path, capsys):
         (["export", str(checkpoint), str(tmp_path / "taken.onnx")], "exists; pass --overwrite"),
         (["export", str(checkpoint), str(tmp_path / "model.bin")], "cannot tell the format"),
         (["export", str(checkpoint), str(tmp_path / "m.zip"), "--cite", "no-doi"], "TEXT=DOI"),
+        (["export", str(checkpoint), str(tmp_path / "m.zip"), "--cite", "x=no-doi"], "neither a DOI"),
+        (["export", str(checkpoint), str(tmp_path / "m.zip"), "--license", "mine"], "not an SPDX identifier"),
         (["export", str(checkpoint), str(tmp_path / "m.onnx"), "--author", "X"], "bioimageio only"),
         (["export", str(tmp_path / "missing.pt"), str(tmp_path / "m.onnx")], "not found"),
     ]

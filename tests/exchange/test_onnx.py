@@ -78,7 +78,8 @@ def test_unusable_files_are_checkpoint_errors(exported, tmp_path):
     onnx.save(proto, str(tmp_path / "bare.onnx"))
     with pytest.raises(CheckpointError, match="bare.onnx carries no napari-litenext settings"):
         load_onnx(tmp_path / "bare.onnx")
-    proto.metadata_props.add(key="napari_litenext", value=json.dumps({"format": "napari-litenext", "format_version": 99}))
+    newer = {"format": "napari-litenext", "format_version": 99}
+    proto.metadata_props.add(key="napari_litenext", value=json.dumps(newer))
     onnx.save(proto, str(tmp_path / "newer.onnx"))
     with pytest.raises(CheckpointError, match="newer napari-litenext"):
         load_onnx(tmp_path / "newer.onnx")

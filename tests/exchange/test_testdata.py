@@ -40,7 +40,8 @@ def test_package_normalisation_equals_napari_litenext(settings, dtype, rgb):
 def test_constant_image_maps_to_zero_as_in_napari_litenext():
     inference = InferenceConfig(normalisation="percentile", mode="tile")
     image = np.full((32, 32), 7.0, np.float32)
-    assert np.array_equal(normalise(make_test_input(image, inference, 3), inference)[0], to_network_input(image, inference))
+    package = normalise(make_test_input(image, inference, 3), inference)[0]
+    assert np.array_equal(package, to_network_input(image, inference))
 
 
 def test_test_input_sizes_follow_the_mode():

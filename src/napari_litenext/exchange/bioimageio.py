@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError, InputError
+from ..errors import InputError, SettingsError
 from ..io.files import atomic_write
 from . import testdata
 from ._source import SETTINGS_KEY, refuse_existing, require, resolve_model, settings_digest, settings_metadata
@@ -52,7 +52,8 @@ _KNOWN_DATA = (
 )
 _DOI = re.compile(r"\b(10\.\d{4,9}/[^\s;,)]+)")
 # Tags by words of the model card (the zoo asks for a modality and a content tag).
-_TAG_WORDS = {"nucle": "nuclei", "fluoresc": "fluorescence-light-microscopy", "brightfield": "transmission-light-microscopy",
+_TAG_WORDS = {"nucle": "nuclei", "fluoresc": "fluorescence-light-microscopy",
+              "brightfield": "transmission-light-microscopy",
               "cell": "cells", "tissue": "tissue"}
 _FILES = {"pytorch_state_dict": "weights.pt", "architecture": "litenext_architecture.py",
           "torchscript": "weights_torchscript.pt", "onnx": "weights.onnx", "test_input": "test_input.npy",
@@ -84,7 +85,7 @@ def export_bioimageio(model_or_source: Any, out_zip: str | os.PathLike, *, test_
         out_zip: the ``.zip`` to write (atomically).
         test_image: raw H x W or H x W x 3 image (uint8, uint16 or float) for the test tensors and
             the cover; resized to the model's input size (resize mode) or cropped to at most 256
-            pixels (tile mode). None: a synthetic image of blurred disks.
+            pixels (tile mode). None: a synthetic stand-in (``testdata.synthetic_image``).
         authors: names of the model's authors; default: "napari-litenext developers" for bundled
             models, else "unknown (set with --author)".
         license: SPDX licence identifier of the package.
@@ -98,14 +99,16 @@ def export_bioimageio(model_or_source: Any, out_zip: str | os.PathLike, *, test_
 
     Raises:
         FileExistsError: ``out_zip`` exists and ``overwrite`` is False.
-        CheckpointError: ``model_or_source`` cannot be loaded, or bioimageio.spec finds the
-            description invalid (the message lists its errors).
+        CheckpointError: ``model_or_source`` cannot be loaded.
+        SettingsError: bioimageio.spec finds the description invalid, e.g. an unknown licence or a
+            malformed DOI (the message names the fields).
         InputError: ``test_image`` is unusable.
         MissingDependencyError: bioimageio.spec or onnx is not installed.
     """
     require("bioimageio.spec", "write BioImage Model Zoo packages")
     require("onnx", "write the ONNX weights of a package")
     path = refuse_existing(out_zip, overwrite)
+    _check_license_and_citations(license, cite)
     model = resolve_model(model_or_source)
     if authors is None:
         from ..network.registry import bundled_models
@@ -166,7 +169,7 @@ def _write_files(model: Any, folder: Path, test_image: np.ndarray | None) -> dic
                  "cover": "test image and its mask"}
     readme = package_readme(model, dtype, __version__, {what: _FILES[key] for key, what in described.items()})
     paths["documentation"].write_text(readme, encoding="utf-8")
-    return {"paths": paths, "dtype": dtype, "version": __version__}
+    return {"paths": paths, "dtype": dtype}
 
 
 def _preprocessing(inference: Any, dtype: str) -> list:
@@ -254,8 +257,27 @@ def _describe(model: Any, files: dict[str, Any], authors: list[str], license: st
                 covers=[v0_5.FileDescr(source=paths["cover"])],
                 inputs=inputs, outputs=outputs, weights=weights, config=config)
         except ValueError as exc:  # pydantic.ValidationError: one line per invalid field
-            raise CheckpointError(f"the package description is invalid: {_errors(exc)}; fix the argument "
-                                  "named or report this as a napari-litenext bug") from None
+            raise SettingsError(f"the package description is invalid: {_errors(exc)}; fix the value named "
+                                "(or report a napari-litenext bug if it is not one you gave)") from None
+
+
+def _check_license_and_citations(license: str, cite: Sequence[tuple[str, str]]) -> None:
+    """Refuse a licence or DOI the description would reject, before the export's work (offline)."""
+    from bioimageio.spec import ValidationContext
+    from bioimageio.spec.model import v0_5
+
+    try:
+        v0_5.LicenseId(license)
+    except ValueError:
+        raise SettingsError(f"licence {license!r} is not an SPDX identifier; use one such as CC-BY-4.0, MIT or "
+                            "BSD-3-Clause (https://spdx.org/licenses)") from None
+    with ValidationContext(perform_io_checks=False):
+        for text, ref in cite:
+            try:
+                _cite_entry(text, ref)
+            except ValueError:
+                raise SettingsError(f"citation {text!r}: {ref!r} is neither a DOI (10.NNNN/...) nor an "
+                                    "http(s) URL") from None
 
 
 def _cite_entry(text: str, ref: str):
@@ -279,7 +301,7 @@ def _description(text: str) -> str:
 def _errors(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):
-        return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors()[:5])
+        return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {str(e.get('msg'))[:200]}" for e in errors()[:5])
     return str(exc).splitlines()[0]
 
 

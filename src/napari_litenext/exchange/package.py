@@ -18,10 +18,14 @@ from typing import Any
 from ..errors import CheckpointError
 from ._source import SETTINGS_KEY, require, settings_digest, settings_from_metadata
 
-__all__ = ["DIGEST_KEY", "RDF_NAMES", "is_package_path", "read_rdf", "read_package_file", "read_package"]
+__all__ = ["DIGEST_KEY", "MAX_FILE_BYTES", "RDF_NAMES", "is_package_path", "read_rdf", "read_package_file",
+           "read_package"]
 
 #: Key of ``settings_digest`` among a package's settings.
 DIGEST_KEY = "settings_sha256"
+#: Largest file read from a package: the weights of the largest network napari-litenext builds
+#: take under 1 GB; a zip entry claiming more is refused before it is decompressed.
+MAX_FILE_BYTES = 2 << 30
 #: File names of a package's description, newest first.
 RDF_NAMES = ("bioimageio.yaml", "rdf.yaml")
 
@@ -49,10 +53,10 @@ class _Package:
             if rdf_name is None:
                 raise CheckpointError(f"{path} has no {' or '.join(RDF_NAMES)}: it is not a BioImage Model "
                                       "Zoo package")
-            text = self._zip.read(rdf_name)
+            text = self._read(rdf_name)
         else:
             self._zip = None
-            text = path.read_bytes()
+            text = self._read(path.name)
         require("yaml", "read BioImage Model Zoo packages")
         import yaml
 
@@ -70,12 +74,12 @@ class _Package:
         if "://" in name:
             raise CheckpointError(f"{self.path} points to remote weights ({name}); download the whole "
                                   "package (a .zip) and load that")
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CheckpointError(f"{self.path} names a file outside the package ({name}); a package's "
+                                  "files must lie inside it: export it again")
         try:
-            if self._zip is not None:
-                data = self._zip.read(name)
-            else:
-                data = (self.path.parent / name).read_bytes()
-        except (KeyError, OSError):
+            data = self._read(name)
+        except (KeyError, OSError, zipfile.BadZipFile):
             raise CheckpointError(f"{self.path}: the package lacks its file {name}; download or export "
                                   "it again") from None
         if sha256 and hashlib.sha256(data).hexdigest() != str(sha256):
@@ -83,16 +87,26 @@ class _Package:
                                   "damaged); download or export the package again")
         return data
 
+    def _read(self, name: str) -> bytes:
+        """A file's bytes, refusing one that claims more than ``MAX_FILE_BYTES`` before reading it."""
+        size = self._zip.getinfo(name).file_size if self._zip is not None else (self.path.parent / name).stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise CheckpointError(f"{self.path}: {name} holds more than {MAX_FILE_BYTES / 2**30:g} GiB, more than "
+                                  "any LiteNeXt needs; the package is damaged or not one")
+        return self._zip.read(name) if self._zip is not None else (self.path.parent / name).read_bytes()
+
     def weights(self, weight_format: str) -> bytes:
-        entry = (self.rdf.get("weights") or {}).get(weight_format)
+        formats = self.rdf.get("weights") if isinstance(self.rdf.get("weights"), dict) else {}
+        entry = formats.get(weight_format)
         if not isinstance(entry, dict) or "source" not in entry:
-            have = ", ".join(sorted(self.rdf.get("weights") or {})) or "none"
+            have = ", ".join(sorted(map(str, formats))) or "none"
             raise CheckpointError(f"{self.path} has no {weight_format} weights (it has: {have}); "
                                   "export it again with napari-litenext export")
         return self.read(entry["source"], entry.get("sha256"))
 
     def settings(self) -> dict:
-        return ((self.rdf.get("config") or {}).get(SETTINGS_KEY)) or {}
+        config = self.rdf.get("config")
+        return config.get(SETTINGS_KEY) if isinstance(config, dict) else None
 
 
 def read_rdf(path: str | os.PathLike) -> dict:

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODELS_DIR", "DEFAULT_MODEL", "bundled_models", "load_model", "model_settings", "resolve_source", "model_summary", "model_card_text"]
+__all__ = ["MODELS_DIR", "DEFAULT_MODEL", "bundled_models", "load_model", "model_settings", "resolve_source",
+           "read_checkpoint", "model_summary", "model_card_text"]
 
 #: Folder of the bundled ``<name>.pt`` checkpoints and ``<name>.md`` cards.
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -68,7 +69,8 @@ def resolve_source(source: str | os.PathLike) -> Path:
     if Path(text).expanduser().is_file() or _looks_like_path(text):
         return Path(text).expanduser()
     names = ", ".join(models) if models else "none installed"
-    raise CheckpointError(f"unknown model {text!r}; bundled models: {names}; or give the path of a .pt checkpoint")
+    raise CheckpointError(f"unknown model {text!r}; bundled models: {names}; or give the path of a .pt "
+                          "checkpoint or a .zip package")
 
 
 def model_settings(source: str | os.PathLike):
@@ -79,9 +81,7 @@ def model_settings(source: str | os.PathLike):
     Raises:
         CheckpointError: as ``load_model``.
     """
-    from .checkpoint import load_checkpoint
-
-    return load_checkpoint(resolve_source(source)).inference
+    return read_checkpoint(resolve_source(source)).inference
 
 
 def load_model(source: str | os.PathLike, device: Any = None):
