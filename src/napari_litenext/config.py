@@ -149,6 +149,8 @@ _INFERENCE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "threshold": _threshold_problem,
     "min_size": lambda v: None if _is_int(v) and v >= 0 else f"min_size must be an integer >= 0, got {v!r}",
     "instances": _flag("instances"),
+    "stitch_threshold": lambda v: None if _is_real(v) and 0.0 <= v < 1.0 else
+    f"stitch_threshold must be in [0, 1) (0 = off), got {v!r}",
     "invert": _flag("invert"),
 }
 # Plain Python values in the config (numpy scalars from a form or an array would not survive
@@ -156,6 +158,7 @@ _INFERENCE_CHECKS: dict[str, Callable[[Any], str | None]] = {
 _INFERENCE_TYPES: dict[str, Callable[[Any], Any]] = {
     "percentiles": lambda v: (float(v[0]), float(v[1])), "input_size": int, "tile_size": int,
     "tile_overlap": float, "threshold": float, "min_size": int, "instances": bool, "invert": bool,
+    "stitch_threshold": float,
 }
 
 
@@ -184,6 +187,8 @@ class InferenceConfig(_DictMixin):
         threshold: probability above which a pixel is foreground.
         min_size: smallest object (pixels) kept by post-processing.
         instances: number touching objects separately (int32 ids) instead of a 0/1 mask.
+        stitch_threshold: with instances, link ids through a Z stack: an object takes the id of
+            the object in the previous slice it overlaps with at least this IoU (0 = off).
         invert: invert intensities after normalisation (e.g. dark nuclei on bright background).
     """
 
@@ -196,6 +201,7 @@ class InferenceConfig(_DictMixin):
     threshold: float = 0.5
     min_size: int = 0
     instances: bool = False
+    stitch_threshold: float = 0.0
     invert: bool = False
 
     def __post_init__(self) -> None:

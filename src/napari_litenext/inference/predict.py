@@ -30,6 +30,7 @@ from .lazy import is_lazy
 from .postprocess import postprocess_stack
 from .preprocess import InputError, to_network_input
 from .resize import resize_bilinear
+from .stitch import stitch_stack
 from .sink import open_sink, temporary_store_path
 from .tiling import TileGrid
 
@@ -66,6 +67,7 @@ class Prediction:
 
 def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: int | None = None,
             threshold: float | None = None, instances: bool | None = None, min_size: int | None = None,
+            stitch_threshold: float | None = None,
             mode: str | None = None, tile_size: int | None = None, tile_overlap: float | None = None,
             batch_size: int = 8, device: Any = None, should_stop: Callable[[], bool] | None = None,
             workdir: str | os.PathLike | None = None, out: Any = None, keep_probabilities: bool = True,
@@ -89,6 +91,9 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
             settings. ``mode`` is ``"tile"`` (native resolution, overlapping tiles blended
             smoothly) or ``"resize"`` (whole image resized to ``inference.input_size``);
             ``instances`` splits touching objects into numbered instances.
+        stitch_threshold: with instances and a Z axis, link ids through the stack (an object
+            takes the id of the one in the previous slice it overlaps with at least this IoU;
+            0 = off); None takes the model's.
         batch_size: most tiles (or slices) per network call; on CPU also capped by pixel count.
         device: torch device for the model (moved there); None keeps the model where it is.
         should_stop: called before each batch; returning True raises ``Cancelled``.
@@ -122,6 +127,7 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
     import torch
 
     inference = model.inference.with_overrides(threshold=threshold, instances=instances, min_size=min_size,
+                                                stitch_threshold=stitch_threshold,
                                                 mode=mode, tile_size=tile_size, tile_overlap=tile_overlap)
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
@@ -211,6 +217,10 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
                 id_offset += count
             sink.commit(first, end, probabilities, labels)
         probabilities, labels = sink.result()
+        if inference.instances and inference.stitch_threshold > 0 and "Z" in stack_axes:
+            stitch_stack(store.labels if store is not None else labels, stack_axes.index("Z"),
+                         inference.stitch_threshold)
+            settings["stitch_threshold"] = inference.stitch_threshold
         if store is not None:
             store.finish(settings)
             labels = store.labels
