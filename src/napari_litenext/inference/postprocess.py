@@ -17,14 +17,16 @@ few same-size boolean temporaries of hole filling.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from ..config import check_threshold
 from ..progress import run_to_end
+from .stitch import stitch_as_configured
 
-__all__ = ["postprocess", "postprocess_stack", "postprocess_slice", "split_instances", "remove_small", "overlay", "MAX_SPLIT_PIXELS"]
+__all__ = ["postprocess", "relabel", "postprocess_stack", "postprocess_slice", "split_instances", "remove_small", "overlay", "MAX_SPLIT_PIXELS"]
 
 # Minimum depth (pixels of distance) of a distance-transform maximum to seed its own instance; the
 # depth grows with the object's size (fraction of its largest inscribed radius) so that the
@@ -67,6 +69,22 @@ def postprocess(probabilities: np.ndarray, threshold: float = 0.5, instances: bo
     out = np.zeros(probabilities.shape, dtype=np.int32 if instances else np.uint8)
     run_to_end(postprocess_stack(probabilities, out, threshold, instances, min_size, fill_holes))
     return out
+
+
+def relabel(probabilities: np.ndarray, stack_axes: str, inference: Any) -> np.ndarray:
+    """The labels ``segment`` makes from a probability map with settings ``inference``.
+
+    Post-processing and, when asked for, linking ids through Z: what a GUI re-runs when a setting
+    changes, without the network.
+
+    Args:
+        probabilities: ... x H x W map.
+        stack_axes: its leading axes (e.g. ``"Z"``), without Y and X.
+        inference: the resolved ``InferenceConfig``.
+    """
+    labels = postprocess(probabilities, inference.threshold, inference.instances, inference.min_size)
+    stitch_as_configured(labels, stack_axes, inference)
+    return labels
 
 
 def postprocess_stack(probabilities: np.ndarray, out: np.ndarray, threshold: float, instances: bool,

@@ -30,7 +30,7 @@ from .lazy import is_lazy
 from .postprocess import postprocess_stack
 from .preprocess import InputError, to_network_input
 from .resize import resize_bilinear
-from .stitch import stitch_stack
+from .stitch import stitch_as_configured
 from .sink import open_sink, temporary_store_path
 from .tiling import TileGrid
 
@@ -217,9 +217,7 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
                 id_offset += count
             sink.commit(first, end, probabilities, labels)
         probabilities, labels = sink.result()
-        if inference.instances and inference.stitch_threshold > 0 and "Z" in stack_axes:
-            stitch_stack(store.labels if store is not None else labels, stack_axes.index("Z"),
-                         inference.stitch_threshold)
+        if stitch_as_configured(store.labels if store is not None else labels, stack_axes, inference):
             settings["stitch_threshold"] = inference.stitch_threshold
         if store is not None:
             store.finish(settings)

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Generator
 from typing import Any
 
-from .stitch import stitch_stack
+from .stitch import stitch_as_configured
 from ..progress import Progress, run_to_end
 from .distributed import DEFAULT_BLOCK_SIZE, BlockJob, plan_for, run_key, run_tasks, segment_blocks, worker_model
 from .layout import arrange
@@ -103,9 +103,8 @@ def segment_blocks_of(image: Any, model: Any, *, out: Any, client: Any = None,
     }
     if inference.mode == "tile":
         settings.update(tile_size=inference.tile_size, tile_overlap=inference.tile_overlap)
-    if inference.instances and inference.stitch_threshold > 0 and "Z" in layout.stack_axes:
-        # after the blocks are merged: linking through Z needs each slice's final ids
-        stitch_stack(store.labels, layout.stack_axes.index("Z"), inference.stitch_threshold)
+    # after the blocks are merged: linking through Z needs each slice's final ids
+    if stitch_as_configured(store.labels, layout.stack_axes, inference):
         settings["stitch_threshold"] = inference.stitch_threshold
     store.finish(settings)
     settings["store"] = str(store.path)

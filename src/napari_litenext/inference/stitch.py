@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import check_threshold
 
-__all__ = ["link_slice", "stitch_stack"]
+__all__ = ["link_slice", "stitch_stack", "stitch_as_configured"]
 
 
 def link_slice(previous: np.ndarray, current: np.ndarray, threshold: float) -> dict[int, int]:
@@ -90,3 +90,20 @@ def stitch_stack(labels: Any, z_axis: int, threshold: float) -> int:
                 linked += len(links)
             previous = current
     return linked
+
+
+def stitch_as_configured(labels: Any, stack_axes: str, inference: Any) -> bool:
+    """``stitch_stack`` when ``inference`` (an ``InferenceConfig``) asks for it and there is a Z axis.
+
+    Args:
+        labels: the label stack (modified in place).
+        stack_axes: the leading axes of ``labels`` (e.g. ``"TZ"``), without Y and X.
+        inference: the resolved settings (``instances``, ``stitch_threshold``).
+
+    Returns:
+        True when ids were linked.
+    """
+    if not (inference.instances and inference.stitch_threshold > 0 and "Z" in stack_axes):
+        return False
+    stitch_stack(labels, stack_axes.index("Z"), inference.stitch_threshold)
+    return True

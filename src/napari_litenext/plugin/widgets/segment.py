@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from magicgui import magicgui
-from magicgui.widgets import Container, PushButton
+from magicgui.widgets import ComboBox, Container, PushButton, SpinBox
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import cancelable_progress
@@ -23,43 +23,18 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ...config import InferenceConfig
-from ._common import DEVICES, FILE_CHOICE, LayerChoices, ModelValues, RunStopper, load_model_cached, \
-    model_choices, report_error, resolve_model_choice, status_label
+from ._common import FILE_CHOICE, LayerChoices, ModelValues, RunStopper, load_model_cached, model_choices, \
+    report_error, resolve_model_choice, status_label
+from ._export import ask_export_path, export_from
+from ._outputs import put_labels, put_probabilities
+from ._segment_settings import MODEL_FIELDS, NO_CHANNEL_AXIS, SETTINGS_OPTIONS, axes_with_channel, \
+    channel_axis_choices, segment_settings
 from ._layers import full_resolution, layer_axes, output_geometry
 from ._state import session_models
 
 __all__ = ["SegmentWidget", "segment_settings"]
 
 _REAPPLY_DELAY_MS = 200
-
-
-def segment_settings(model: str = FILE_CHOICE, model_file: Path = Path(""),
-                     threshold: float = InferenceConfig.threshold, instances: bool = InferenceConfig.instances,
-                     min_size: int = InferenceConfig.min_size, probabilities: bool = False,
-                     device: str = "auto") -> None:
-    """Settings of the Segment widget; threshold, instances and minimum size show the chosen model's."""
-
-
-#: Form fields that are the model's settings (form name -> InferenceConfig name).
-MODEL_FIELDS = {"threshold": "threshold", "instances": "instances", "min_size": "min_size"}
-
-
-_SETTINGS_OPTIONS: dict[str, dict[str, Any]] = {
-    "model": {"widget_type": "ComboBox", "choices": lambda _w: model_choices(),
-              "tooltip": "bundled models, models trained in this session, or a checkpoint file"},
-    "model_file": {"label": "model file", "mode": "r", "filter": "*.pt *.pth *.ckpt", "visible": False},
-    "threshold": {"widget_type": "FloatSlider", "min": 0.01, "max": 0.99, "step": 0.01,
-                  "tooltip": "probability above which a pixel is foreground; changing it re-applies "
-                             "post-processing without re-running the network"},
-    "instances": {"label": "split instances",
-                  "tooltip": "number touching objects separately (watershed of the distance map)"},
-    "min_size": {"label": "minimum size", "min": 0, "max": 1_000_000, "step": 1,
-                 "tooltip": "remove objects smaller than this many pixels"},
-    "probabilities": {"label": "probability layer", "tooltip": "also add the probability map as an Image layer"},
-    "device": {"widget_type": "ComboBox", "choices": DEVICES,
-               "tooltip": "auto: CUDA GPU, then Apple MPS, then the CPU"},
-}
 
 
 @dataclass
@@ -81,16 +56,22 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self._layers = LayerChoices(napari_viewer)
         self.image = self._layers.combo(Image, "image", tooltip="2D, RGB, stacks (slice by slice), dask/zarr layers")
-        self.settings = magicgui(segment_settings, persist=True, call_button=False, **_SETTINGS_OPTIONS)
+        self.channel_axis = ComboBox(label="channel axis", choices=self._channel_axis_choices,
+                                     tooltip="for a multichannel layer (e.g. C x Y x X): the slider axis that holds "
+                                             "channels, and the channel to segment")
+        self.channel = SpinBox(label="channel", min=0, max=0)
+        self.settings = magicgui(segment_settings, persist=True, call_button=False, **SETTINGS_OPTIONS)
         self.model_values = ModelValues(self.settings, MODEL_FIELDS)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.export_button = PushButton(text="Export model...",
+                                        tooltip="the chosen model as a BioImage Model Zoo package (.zip) or ONNX file")
         self.status = status_label(2)
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
-        picker = Container(widgets=[self.image])
+        picker = Container(widgets=[self.image, self.channel_axis, self.channel])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        for widget in (picker, self.settings, buttons, self.status):
+        for widget in (picker, self.settings, buttons, self.export_button, self.status):
             layout.addWidget(widget.native)
         layout.addStretch(1)
 
@@ -109,13 +90,18 @@ class SegmentWidget(QWidget):
 
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
+        self.export_button.changed.connect(self._ask_export)
+        self.export_worker: Any = None
+        self.image.changed.connect(self._on_image_changed)
+        self.channel_axis.changed.connect(self._on_channel_axis_changed)
         self.settings.model.changed.connect(self._on_model_changed)
         self.settings.model_file.changed.connect(self._on_model_changed)
-        for name in ("threshold", "min_size", "instances"):
+        for name in MODEL_FIELDS:
             getattr(self.settings, name).changed.connect(self._schedule_reapply)
         session_models.changed.connect(self._on_session_models)
         self._default_to_bundled()
         self._on_model_changed()
+        self._on_image_changed()
 
     def _default_to_bundled(self) -> None:
         """Without a remembered choice, start on the first bundled model rather than a file field."""
@@ -133,6 +119,24 @@ class SegmentWidget(QWidget):
         """Re-read layers and models (napari calls this when layers change)."""
         self._layers.reset()
         self.settings.model.reset_choices()
+
+    def _channel_axis_choices(self, *_: Any) -> list[tuple[str, int]]:
+        layer = self.image.value
+        if layer is None:
+            return channel_axis_choices((), False)
+        return channel_axis_choices(tuple(full_resolution(layer.data, layer.multiscale).shape), layer.rgb)
+
+    def _on_image_changed(self, *_: Any) -> None:
+        self.channel_axis.reset_choices()
+        self.channel_axis.visible = len(self.channel_axis.choices) > 1
+        self._on_channel_axis_changed()
+
+    def _on_channel_axis_changed(self, *_: Any) -> None:
+        axis, layer = self.channel_axis.value, self.image.value
+        chosen = axis is not None and axis != NO_CHANNEL_AXIS and layer is not None
+        self.channel.visible = chosen
+        if chosen:
+            self.channel.max = int(full_resolution(layer.data, layer.multiscale).shape[axis]) - 1
 
     def _on_session_models(self) -> None:
         try:
@@ -186,7 +190,10 @@ class SegmentWidget(QWidget):
         s = self.settings
         kwargs = self.model_values.overrides()  # only what the user changed; the model owns the rest
         try:
-            kwargs["axes"] = layer_axes(len(data.shape), layer.rgb)
+            channel_axis = self.channel_axis.value if self.channel_axis.value is not None else NO_CHANNEL_AXIS
+            kwargs["axes"] = axes_with_channel(layer_axes(len(data.shape), layer.rgb), channel_axis)
+            if channel_axis != NO_CHANNEL_AXIS:
+                kwargs["channel"] = int(self.channel.value)
         except ValueError as exc:
             self._fail(f"layer {layer.name!r}: {exc}")
             return
@@ -224,6 +231,21 @@ class SegmentWidget(QWidget):
         self.cancel_button.enabled = False
         self.status.value = "cancelling..."
 
+    def _ask_export(self, *_: Any) -> None:
+        try:
+            source = resolve_model_choice(self.settings.model.value, self.settings.model_file.value)
+        except ValueError as exc:
+            self._fail(str(exc))
+            return
+        path = ask_export_path(self, Path(source).stem)
+        if path is not None:
+            self.export_model(path)
+
+    def export_model(self, path: str | Path) -> None:
+        """Export the chosen model to ``path`` (``.zip``: BioImage Model Zoo, ``.onnx``) in a thread worker."""
+        source = resolve_model_choice(self.settings.model.value, self.settings.model_file.value)
+        export_from(self, source, path, self.export_button)
+
     def _fail(self, message: str) -> None:
         self.last_error = message
         self.status.value = message
@@ -255,9 +277,9 @@ class SegmentWidget(QWidget):
         settings = dict(prediction.settings, source_layer=layer.name, model_source=job["source"])
         scale, translate = output_geometry(layer.scale, layer.translate, layer.rgb, settings["input_axes"],
                                            settings["axes"])
-        labels = self._put_labels(layer.name, prediction.labels, settings, scale, translate)
+        labels = put_labels(self.viewer, layer.name, prediction.labels, settings, scale, translate)
         if job["probabilities"]:
-            self._put_probabilities(layer.name, prediction.probabilities, settings, scale, translate)
+            put_probabilities(self.viewer, layer.name, prediction.probabilities, settings, scale, translate)
         self.last = _Result(layer.name, labels, prediction.probabilities, settings, job["source"])
         seconds = time.perf_counter() - job["started"]
         self.status.value = f"{_describe(prediction.labels, settings)} in {seconds:.1f} s ({settings['device']})"
@@ -281,36 +303,6 @@ class SegmentWidget(QWidget):
         self.run_button.enabled = True
         self.cancel_button.enabled = False
 
-    # ------------------------------------------------------------------ outputs
-
-    def _find_output(self, name: str, kind: type) -> Any:
-        for existing in self.viewer.layers:
-            if isinstance(existing, kind) and existing.name == name and "litenext" in existing.metadata:
-                return existing
-        return None
-
-    def _put_labels(self, image_name: str, labels: np.ndarray, settings: dict[str, Any], scale: list[float],
-                    translate: list[float]) -> Labels:
-        return self._put_layer(Labels, f"{image_name} labels", labels, settings, scale, translate,
-                               self.viewer.add_labels)
-
-    def _put_probabilities(self, image_name: str, probabilities: np.ndarray, settings: dict[str, Any],
-                           scale: list[float], translate: list[float]) -> Image:
-        return self._put_layer(Image, f"{image_name} probability", probabilities, settings, scale, translate,
-                               self.viewer.add_image, colormap="magma", contrast_limits=(0.0, 1.0),
-                               blending="additive", visible=True)
-
-    def _put_layer(self, kind: type, name: str, data: np.ndarray, settings: dict[str, Any], scale: list[float],
-                   translate: list[float], add: Any, **style: Any) -> Any:
-        """Update our earlier output layer of that name in place, or add a new one."""
-        existing = self._find_output(name, kind)
-        if existing is not None and existing.ndim == data.ndim:
-            existing.data = data
-            existing.scale, existing.translate = scale, translate
-            existing.metadata["litenext"] = settings
-            return existing
-        return add(data, name=name, scale=scale, translate=translate, metadata={"litenext": settings}, **style)
-
     # ------------------------------------------------------------------ re-applying post-processing
 
     def _reapplicable(self) -> bool:
@@ -333,18 +325,19 @@ class SegmentWidget(QWidget):
         if self.post_worker is not None:
             self._pending_reapply = True
             return
-        from ...inference.postprocess import postprocess
+        from ...config import InferenceConfig
+        from ...inference.postprocess import relabel
 
-        s = self.settings
-        threshold, instances, min_size = float(s.threshold.value), bool(s.instances.value), int(s.min_size.value)
+        values = {setting: getattr(self.settings, name).value for name, setting in MODEL_FIELDS.items()}
         last = self.last
-        self.post_worker = create_worker(postprocess, last.probabilities, threshold, instances, min_size,
-                                         _start_thread=False, _ignore_errors=True)
+        self.post_worker = create_worker(relabel, last.probabilities, last.settings["axes"][:-2],
+                                         InferenceConfig().with_overrides(**values), _start_thread=False,
+                                         _ignore_errors=True)
 
         def done(labels: np.ndarray) -> None:
             if last.labels in self.viewer.layers:
                 last.labels.data = labels
-                last.settings.update(threshold=threshold, instances=instances, min_size=min_size)
+                last.settings.update(values)
                 last.labels.metadata["litenext"] = dict(last.settings)
                 self.status.value = f"re-applied: {_describe(labels, last.settings)}"
 

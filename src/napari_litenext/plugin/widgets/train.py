@@ -9,6 +9,7 @@ keeps the best checkpoint. When the run ends its best.pt joins the model pickers
 
 # No "from __future__ import annotations": magicgui reads the settings functions' annotations as types.
 
+from pathlib import Path
 from typing import Any
 
 from magicgui import magicgui
@@ -26,6 +27,7 @@ from ._common import FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, ModelValues, Run
 from ._layers import full_resolution
 from ._train_settings import INHERITED_FIELDS, RECIPE_OPTIONS, SOURCE_OPTIONS, VALIDATION_CHOICES, \
     VALIDATION_OPTIONS, recipe_settings, source_settings, validation_settings
+from ._export import ask_export_path, export_from
 from ._train_form import OUTPUT_ROOT, TrainFormReader
 from ._train_job import clock, gather_samples, train_job
 from ._state import session_models
@@ -68,6 +70,9 @@ class TrainWidget(TrainFormReader, QWidget):
         self.status = status_label(3)
         self.plot = CurvePlot(min_interval_ms=PLOT_INTERVAL_MS)
         self.segment_button = PushButton(text="Segment current image with this model", enabled=False)
+        self.export_button = PushButton(text="Export this model...", enabled=False,
+                                        tooltip="as a BioImage Model Zoo package (.zip) or an ONNX file")
+        self.export_worker: Any = None
 
         recipe_box = QCollapsible("Recipe and output")
         recipe_box.addWidget(self.recipe.native)
@@ -84,6 +89,7 @@ class TrainWidget(TrainFormReader, QWidget):
             layout.addWidget(widget.native)
         layout.addWidget(self.plot)
         layout.addWidget(self.segment_button.native)
+        layout.addWidget(self.export_button.native)
         layout.addStretch(1)
         self.recipe_box = recipe_box
 
@@ -106,6 +112,7 @@ class TrainWidget(TrainFormReader, QWidget):
         self.train_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
         self.segment_button.changed.connect(self.segment_current_image)
+        self.export_button.changed.connect(self._ask_export)
         for widget in (self.source.source, self.validation.validation, self.recipe.loss, self.recipe.srp,
                        self.recipe.start_from):
             widget.changed.connect(self._update_visibility)
@@ -247,6 +254,7 @@ class TrainWidget(TrainFormReader, QWidget):
         self.plot.clear()
         self.progress.max, self.progress.value = 1, 0
         self.segment_button.enabled = False
+        self.export_button.enabled = False
         self.worker = create_worker(train_job, data, cfg, should_stop, _start_thread=False,
                                     _ignore_errors=True)
         self.worker.yielded.connect(self._on_event)
@@ -321,6 +329,7 @@ class TrainWidget(TrainFormReader, QWidget):
             return
         session_models.add(cfg.name, result.checkpoint, result.best_val_dice)
         self.segment_button.enabled = True
+        self.export_button.enabled = True
         dice = "-" if result.best_val_dice is None else f"{result.best_val_dice:.4f}"
         verb = "stopped" if result.stopped else "finished"
         message = (f"LiteNeXt training {verb}: best validation Dice {dice} at epoch {result.best_epoch}; "
@@ -339,6 +348,20 @@ class TrainWidget(TrainFormReader, QWidget):
         self.train_button.enabled = True
         self.stop_button.enabled = False
         self.plot.redraw()
+
+    def _ask_export(self, *_: Any) -> None:
+        if self.result is None or self.result.checkpoint is None:
+            return
+        path = ask_export_path(self, self.result.config.name)
+        if path is not None:
+            self.export_model(path)
+
+    def export_model(self, path: str | Path) -> Any:
+        """Export the model just trained (its best.pt) to ``path`` (``.zip`` or ``.onnx``) in a thread worker."""
+        if self.result is None or self.result.checkpoint is None:
+            show_error("LiteNeXt: no model trained yet")
+            return None
+        return export_from(self, self.result.checkpoint, path, self.export_button)
 
     def segment_current_image(self, *_: Any) -> Any:
         """Open the Segment widget and run the model just trained on the selected (or training) image."""
