@@ -80,8 +80,9 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
             ``shape``, ``dtype`` and slicing), which is read a slice at a time and never whole (see
             ``inference.lazy``); in tile mode a lazy slice larger than ``lazy.SLICE_PIXELS`` is
             segmented block by block into a store (``inference.scale``), so memory stays bounded.
-        model: a LiteNeXt (from ``load_model``); its ``inference`` settings are the defaults of
-            every setting below.
+        model: a LiteNeXt (from ``load_model``), or an ``exchange.OnnxModel`` (``load_onnx``) to
+            run the network on ONNX Runtime; its ``inference`` settings are the defaults of every
+            setting below.
         axes: one letter per dimension from T, Z, C, Y, X (e.g. ``"CYX"``, ``"ZYXC"``); inferred
             when None. T and Z axes are processed slice by slice into one output stack.
         channel: index of the channel to segment in multichannel images; None uses RGB (alpha
@@ -146,16 +147,20 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
         return (yield from segment_blocks_of(
             image, model, out=out if out is not None else temporary_store_path(), axes=axes, channel=channel,
             threshold=inference.threshold, instances=inference.instances, min_size=inference.min_size,
-            mode=inference.mode, block_size=edge, tile_size=inference.tile_size,
+            stitch_threshold=inference.stitch_threshold, mode=inference.mode, block_size=edge, tile_size=inference.tile_size,
             tile_overlap=inference.tile_overlap, batch_size=batch_size, keep_probabilities=keep_probabilities,
             should_stop=should_stop, value_range=value_range))
     out_shape = stack_shape + (height, width)
     sink, store = open_sink(out, is_lazy(image), out_shape, label_dtype, stack_axes + "YX",
                             lambda name, shape, dtype: _allocate(workdir, name, shape, dtype), keep_probabilities)
 
-    dev = _place_model(model, device, torch)
-    was_training = model.training
-    model.eval()
+    from ..exchange.onnx import OnnxModel
+
+    onnx = isinstance(model, OnnxModel)  # ONNX Runtime does the network's work; no torch forward
+    dev = torch.device("cpu") if onnx else _place_model(model, device, torch)
+    was_training = not onnx and model.training
+    if not onnx:
+        model.eval()
     try:
         settings = {
             "model": model.card.name, "sha256": model.sha256,
@@ -163,9 +168,9 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
             "min_size": inference.min_size,
             "axes": stack_axes + "YX", "input_axes": axes, "channel": channel,
             "normalisation": inference.normalisation, "value_range": [value_range[0], value_range[1]],
-            "invert": inference.invert, "device": str(dev),
+            "invert": inference.invert, "device": "onnxruntime" if onnx else str(dev),
         }
-        run = _Runner(model, dev, torch, should_stop)
+        run = _Runner(model, dev, torch, should_stop, onnx)
         slices = list(np.ndindex(*stack_shape)) if stack_shape else [()]
         if inference.mode == "tile":
             overlap = int(round(inference.tile_overlap * inference.tile_size))
@@ -296,8 +301,9 @@ def _batch_limit(batch_size: int, tile_shape: tuple[int, int], dev: Any) -> int:
 class _Runner:
     """Runs the network on a numpy batch: N x 3 x H x W float32 in, N x H x W probabilities out."""
 
-    def __init__(self, model: Any, dev: Any, torch: Any, should_stop: Callable[[], bool] | None) -> None:
-        self.model, self.dev, self.torch, self.should_stop = model, dev, torch, should_stop
+    def __init__(self, model: Any, dev: Any, torch: Any, should_stop: Callable[[], bool] | None,
+                 onnx: bool = False) -> None:
+        self.model, self.dev, self.torch, self.should_stop, self.onnx = model, dev, torch, should_stop, onnx
 
     def check_stop(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -305,6 +311,8 @@ class _Runner:
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         self.check_stop()
+        if self.onnx:
+            return self.model.probabilities(inputs)
         torch = self.torch
         with torch.inference_mode():
             x = torch.from_numpy(inputs).to(self.dev)
