@@ -74,9 +74,8 @@ def onnx_session(model: LiteNeXt):
     try:
         import onnxruntime as ort
 
-        from napari_litenext.exchange._source import resolve_model
         from napari_litenext.exchange.onnx import onnx_bytes
-        data = onnx_bytes(resolve_model(model))
+        data = onnx_bytes(model)
     except ImportError:
         return None
     options = ort.SessionOptions()

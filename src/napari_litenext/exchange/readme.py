@@ -71,14 +71,14 @@ def package_readme(model: Any, dtype: str, version: str, files: dict[str, str]) 
         "to the network's logits).",
         f"* Mask: probability > {inference.threshold:g}, then holes filled (background enclosed by "
         f"foreground becomes foreground){_min_size(inference)}. These steps are not in the package.",
-        "* Instances (one id per object, `napari-litenext predict --instances`): connected components, each "
-        "split by a watershed of its distance transform seeded at its h-maxima (h = max(1 px, 0.1 x the "
-        "object's largest inscribed radius)). Not in the package either.",
+        f"* Instances (one id per object; {_instances(inference)}): connected components, each split by a "
+        "watershed of its distance transform seeded at its h-maxima (h = max(1 px, 0.1 x the object's largest "
+        "inscribed radius)). Not in the package either.",
     ])]
     sections += ["## Files", "\n".join(f"* `{name}`: {what}" for what, name in files.items())]
     sections += ["## Use it", "\n".join([
         "* napari-litenext (all the steps above): `napari-litenext predict IMAGE -o OUT --model THIS.zip`, "
-        "or in napari *Segment* > *Choose file...*, or `napari_litenext.load_model(\"THIS.zip\")`.",
+        "or `napari_litenext.load_model(\"THIS.zip\")` in Python.",
         "* bioimageio.core: `bioimageio predict THIS.zip --inputs IMAGE.npy` (network, pre- and "
         "post-processing only).",
         "* ONNX Runtime without torch: `napari_litenext.exchange.load_onnx(\"THIS.zip\").probabilities(x)` "
@@ -116,6 +116,12 @@ def _procedure(inference: InferenceConfig) -> str:
                  "image itself applies the package's pre-processing to each tile, so each tile gets its "
                  "own range. Use large tiles (512 pixels or more) to stay close to the whole-image result.")
     return text
+
+
+def _instances(inference: InferenceConfig) -> str:
+    if getattr(inference, "instances", False):
+        return "what napari-litenext gives for this model unless `--no-instances`"
+    return "napari-litenext gives them with `--instances`"
 
 
 def _min_size(inference: InferenceConfig) -> str:
