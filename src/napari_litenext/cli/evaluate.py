@@ -39,24 +39,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write means and per-image scores to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out image/mask pairs that cannot be read or scored (listed with the scores) "
+                             "instead of stopping at the first")
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, write the JSON file; 0 on success."""
+    from ..io.reader_warnings import library_warnings_once
+
+    with library_warnings_once():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.json is not None and args.json.exists() and not args.overwrite:
         raise CliError(f"{args.json} exists; add --overwrite to replace it")
     if args.json is not None and args.json.is_dir():
         raise CliError(f"--json {args.json} is a folder; give a file name")
     from ..config import check_inference_settings
+    from ..errors import EvaluationError
     from ..inference.evaluate import evaluate_pairs
 
     check_inference_settings(threshold=args.threshold, min_size=args.min_size)
     steps = evaluate_pairs(args.model, args.images, args.masks, instances=args.instances,
                            protocol=args.protocol, threshold=args.threshold, min_size=args.min_size,
-                           device=args.device, channel=args.channel)
-    result = _drain(steps)
+                           device=args.device, channel=args.channel, skip_bad=args.skip_bad)
+    try:
+        result = _drain(steps)
+    except EvaluationError as exc:
+        if getattr(exc, "bad_pairs", None):
+            raise CliError(f"{exc}, or add --skip-bad to score the others") from None
+        raise
     print(result.table())
     if args.json is not None:
         path = result.write_json(args.json, overwrite=args.overwrite)

@@ -75,6 +75,11 @@ def add_parser(subparsers) -> None:
     run_.add_argument("--init", help="fine-tune from a bundled model name or a checkpoint")
     run_.add_argument("--resume", action="store_true", help="continue the run in --output from last.pt")
     run_.add_argument("--overwrite", action="store_true", help="allow replacing a model in --output")
+    run_.add_argument("--skip-bad", action="store_true",
+                      help="leave out image/mask pairs that cannot be read or used (listed at the end) instead "
+                           "of stopping")
+    run_.add_argument("--channel", type=int, default=None,
+                      help="channel to train on in multichannel images (give the same to predict)")
     run_.add_argument("--name", default=None, help="model name for the model card (default: output folder name)")
     p.set_defaults(run=run)
 
@@ -102,27 +107,53 @@ def config_from_args(args: argparse.Namespace) -> "TrainConfig":
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; 0 on success, 130 when interrupted."""
+    from ..io.reader_warnings import library_warnings_once
+
+    with library_warnings_once():
+        return _run(args)
+
+
+def _load_pairs(args: argparse.Namespace) -> tuple[list, list, list[dict[str, str]]]:
+    """(training pairs, validation pairs, pairs left out by --skip-bad) as the arguments ask."""
+    from ..errors import DataError
+    from ..training.data import samples_from_folders, split_samples
+
+    def load(images: str, masks: str, ids: list[str] | None = None) -> list:
+        try:
+            samples = samples_from_folders(images, masks, ids=ids, channel=args.channel, skip_bad=args.skip_bad)
+        except DataError as exc:
+            if getattr(exc, "bad_pairs", None):
+                raise CliError(f"{exc}, or add --skip-bad to train without them") from None
+            raise
+        skipped.extend(samples.skipped)
+        return samples
+
+    skipped: list[dict[str, str]] = []
+    stems = _read_split(args.split) if args.split else None
+    if stems is not None:
+        return load(args.images, args.masks, stems["train"]), load(args.images, args.masks, stems["val"]), skipped
+    if args.val_images or args.val_masks:
+        if not (args.val_images and args.val_masks):
+            raise CliError("give both --val-images and --val-masks")
+        return load(args.images, args.masks), load(args.val_images, args.val_masks), skipped
+    return (*split_samples(load(args.images, args.masks), args.val_fraction, args.seed), skipped)
+
+
+def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..progress import run_to_end
     from ..training.curves import plot_history
-    from ..training.data import samples_from_folders, split_samples
+    from ..errors import TrainingError
+    from ..io.reader_warnings import print_warning
     from ..training.loop import train
 
     cfg = config_from_args(args)  # bad settings fail before any image is read
     out = Path(args.output)
-    stems = _read_split(args.split) if args.split else None
-    if stems is not None:
-        train_samples = samples_from_folders(args.images, args.masks, ids=stems["train"])
-        val_samples = samples_from_folders(args.images, args.masks, ids=stems["val"])
-    elif args.val_images or args.val_masks:
-        if not (args.val_images and args.val_masks):
-            raise CliError("give both --val-images and --val-masks")
-        train_samples = samples_from_folders(args.images, args.masks)
-        val_samples = samples_from_folders(args.val_images, args.val_masks)
-    else:
-        train_samples, val_samples = split_samples(samples_from_folders(args.images, args.masks),
-                                                   args.val_fraction, args.seed)
+    train_samples, val_samples, skipped = _load_pairs(args)
+    if skipped:
+        print_warning(f"leaving out {len(skipped)} unusable pair(s) (listed at the end)")
 
     bars: list = []
 
@@ -146,17 +177,39 @@ def run(args: argparse.Namespace) -> int:
         print(f"napari-litenext: interrupted; the best model so far is {best if best.exists() else 'not written yet'}"
               f"; continue with --resume", file=sys.stderr)
         return 130
+    except TrainingError as exc:
+        if getattr(exc, "resumable", False):
+            raise CliError(f"{exc} (add --resume to the same command)") from None
+        raise
     finally:
         for bar in bars:
             bar.close()
     if result.history:
-        plot_history(result.history, out / "curves.png", title=result.config.name)
+        _plot(plot_history, result, out / "curves.png")
     if result.checkpoint is None:
         raise CliError("training ended before any validation; nothing was saved")
     print(f"best validation Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}")
     print(f"model: {result.checkpoint}")
     print(f"curves: {out / 'history.csv'}, {out / 'curves.png'}")
+    if skipped:
+        print(f"left out {len(skipped)} unusable pair(s):")
+        for bad in skipped:
+            print(f"  {bad['reason']}")
     return 0
+
+
+def _plot(plot_history, result, path: Path) -> None:
+    """curves.png, or a warning when it cannot be written: the model is saved either way."""
+    from ..io.reader_warnings import print_warning
+    from ..training.run_folder import write_failure
+
+    try:
+        plot_history(result.history, path, title=result.config.name)
+    except OSError as exc:
+        reason = write_failure(exc, path.parent)
+        if reason is None:
+            raise
+        print_warning(f"could not write {path}: {reason}; history.csv holds the same curves")
 
 
 def _read_split(path: str) -> dict[str, list[str]]:

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import check_inference_settings
-from ..errors import Cancelled, EvaluationError
+from ..errors import Cancelled, EvaluationError, InputError
 from ..progress import Progress, run_to_end
 from ..metrics import BINARY_KEYS, INSTANCE_KEYS, PAPER_SIZE, binary_scores, instance_scores, resize_nearest, \
     summarise
 from ..io.pairing import check_sizes, match_folders, problems_message
+from .preprocess import select_channels
 from .resize import resize_keep_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,6 +63,8 @@ class EvaluationResult:
         skipped: names of images left out (paper protocol: empty ground truth).
         settings: protocol, instances, threshold, model name and SHA-256 where known.
         notes: things the user should know, e.g. that binary masks were labelled.
+        unusable: pairs left out with ``skip_bad``: one dict each with ``name``, ``file`` (the
+            file at fault) and ``reason`` (a message naming it).
     """
 
     rows: list[dict[str, Any]]
@@ -69,10 +72,12 @@ class EvaluationResult:
     skipped: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    unusable: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible: the means at the top level, then settings, notes and ``per_image``."""
         return {**self.means, "n_skipped": len(self.skipped), "skipped": list(self.skipped),
+                "n_unusable": len(self.unusable), "unusable": [dict(u) for u in self.unusable],
                 **self.settings, "notes": list(self.notes), "per_image": [dict(r) for r in self.rows]}
 
     def write_json(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -94,6 +99,8 @@ class EvaluationResult:
             head += f" ({self.settings['protocol']} protocol)"
         if self.skipped:
             head += f", {len(self.skipped)} skipped (empty ground truth)"
+        if self.unusable:
+            head += f", {len(self.unusable)} unusable pair{'s' if len(self.unusable) != 1 else ''} left out"
         lines = [head]
         width = max((len(k) for k in self.means if k != "n_images"), default=0)
         for key, value in self.means.items():
@@ -102,6 +109,7 @@ class EvaluationResult:
             shown = f"{value:.1f}" if key.startswith("n_") else f"{value:.4f}"
             lines.append(f"  {key:<{width}}  {shown}")
         lines.extend(f"note: {note}" for note in self.notes)
+        lines.extend(f"left out: {u['reason']}" for u in self.unusable)
         return "\n".join(lines)
 
 
@@ -125,11 +133,44 @@ def pair_files(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> l
         EvaluationError: a folder is missing or holds no images; any unpaired, ambiguous,
             unreadable or size-mismatched files (all listed in one message).
     """
+    return _usable_pairs(images_dir, masks_dir, skip_bad=False)[0]
+
+
+def _usable_pairs(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, skip_bad: bool
+                  ) -> tuple[list[tuple[str, Path, Path]], list[dict[str, str]]]:
+    """``pair_files``; with ``skip_bad`` the pairs whose headers are unreadable or disagree on size are
+    returned apart (as ``EvaluationResult.unusable`` lists them) instead of failing."""
     pairs, problems = match_folders(images_dir, masks_dir)
-    problems += check_sizes(pairs)
+    usable, unusable = [], []
+    for pair in pairs:
+        found = check_sizes([pair])
+        if found and skip_bad:
+            detail = found[0].removeprefix(f"{pair.name}: ")
+            unusable.append({"name": pair.name, "file": str(pair.image),
+                             "reason": f"{pair.image} with {pair.mask.name}: {detail}"})
+        else:
+            problems += found
+            usable.append((pair.name, pair.image, pair.mask))
     if problems:
         raise EvaluationError(problems_message(problems, images_dir, masks_dir))
-    return [(p.name, p.image, p.mask) for p in pairs]
+    return usable, unusable
+
+
+def _checked_pair(image_path: Path, mask_path: Path, channel: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The image and its mask, read and checked as training checks them.
+
+    Raises:
+        InputError: a message naming the file at fault (unreadable, bad mask values, a stack, ...).
+    """
+    from ..io.images import check_mask, read_image, read_mask
+
+    gt = check_mask(read_mask(mask_path), str(mask_path), EvaluationError)
+    image = read_image(image_path)
+    try:
+        select_channels(image, channel)  # a stack or an unchosen channel, said in evaluate's terms
+    except InputError as exc:
+        raise EvaluationError(f"{image_path}: {exc}") from None
+    return image, gt
 
 
 # ---------------------------------------------------------------- scoring
@@ -236,7 +277,7 @@ def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
 def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLike, masks: str | os.PathLike, *,
                    instances: bool = False, protocol: str = "native", threshold: float | None = None,
                    min_size: int | None = None, device: Any = None, channel: int | None = None,
-                   should_stop: Callable[[], bool] | None = None
+                   should_stop: Callable[[], bool] | None = None, skip_bad: bool = False
                    ) -> Generator[Progress, None, EvaluationResult]:
     """Predict every image of a folder and score it against its mask, step by step.
 
@@ -250,6 +291,8 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
         device: torch device; None picks one.
         channel: channel to segment in multichannel images (as ``predict``).
         should_stop: returns True to cancel; ``predict.Cancelled`` is raised.
+        skip_bad: leave out pairs that cannot be read or scored (listed in the result's
+            ``unusable``, each with its file and the reason) instead of stopping at the first.
 
     Yields:
         ``Progress("evaluate", done, total, name)`` before each image and once at the end.
@@ -258,9 +301,10 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
         The ``EvaluationResult`` (via ``StopIteration.value``; ``evaluate`` does this for you).
 
     Raises:
-        EvaluationError: unknown protocol, pairing problems, a prediction whose size differs from
-            its mask, or nothing left to score.
-        io.ImageReadError: a file cannot be read.
+        EvaluationError: unknown protocol, pairing problems, nothing left to score, or (unless
+            ``skip_bad``) a pair that cannot be used: an unreadable file, a mask with NaN,
+            fractional or negative values (checked as training checks them), an image that cannot
+            be segmented, a prediction whose size differs from its mask. The message names the file.
     """
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
@@ -268,12 +312,10 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
     overrides = {"threshold": threshold, "instances": bool(instances),
                  "min_size": 0 if protocol == "paper" else min_size}
     check_inference_settings(**overrides)  # before any file is read
-    pairs = pair_files(images, masks)
+    pairs, unusable = _usable_pairs(images, masks, skip_bad)
     if isinstance(model, (str, os.PathLike)):
         model = _load_model(model, device)
     used = model.inference.with_overrides(**overrides)
-    from ..io.images import read_image, read_mask
-
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     notes: list[str] = []
@@ -282,24 +324,42 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
         if should_stop is not None and should_stop():
             raise Cancelled("evaluation cancelled")
         yield _progress("evaluate", done, total, name)
-        gt = read_mask(mask_path)
-        image = read_image(image_path)
-        if protocol == "paper":
-            gt = resize_nearest(gt, (PAPER_SIZE, PAPER_SIZE))
-            if not np.any(gt > 0):
-                skipped.append(name)
-                continue
-            image = _resize_image(image, PAPER_SIZE)
-        pred = _predict_labels(image, model, device=device, channel=channel, should_stop=should_stop, **overrides)
-        if pred.shape != gt.shape:
-            raise EvaluationError(f"{name}: prediction is {pred.shape} but the mask is {gt.shape}; "
-                                  "evaluate 2D images only (give channel= for multichannel images)")
+        try:
+            image, gt = _checked_pair(image_path, mask_path, channel)
+            if protocol == "paper":
+                gt = resize_nearest(gt, (PAPER_SIZE, PAPER_SIZE))
+                if not np.any(gt > 0):
+                    skipped.append(name)
+                    continue
+                image = _resize_image(image, PAPER_SIZE)
+            try:
+                pred = _predict_labels(image, model, device=device, channel=channel, should_stop=should_stop,
+                                       **overrides)
+            except InputError as exc:
+                raise EvaluationError(f"{image_path}: {exc}") from None
+            if pred.shape != gt.shape:
+                raise EvaluationError(f"{image_path}: prediction is {pred.shape} but the mask is {gt.shape}; "
+                                      "evaluate 2D images only (give channel= for multichannel images)")
+        except InputError as exc:  # ImageReadError, EvaluationError
+            reason = str(exc)
+            if not reason.startswith((str(image_path), str(mask_path))):
+                reason = f"{image_path}: {reason}"
+            bad = {"name": name, "file": reason.split(": ", 1)[0], "reason": reason}
+            if not skip_bad:
+                error = EvaluationError(f"{reason}; fix or remove that pair")
+                error.bad_pairs = [bad]  # lets the command line offer its option to skip such pairs
+                raise error from None
+            unusable.append(bad)
+            continue
         scores, labelled = _score(pred, gt, instances)
         if labelled and _LABELLED_NOTE not in notes:
             notes.append(_LABELLED_NOTE)
             yield _progress("evaluate", done, total, f"note: {_LABELLED_NOTE}")
         rows.append({"name": name, "image": str(image_path), "mask": str(mask_path), **scores})
     yield _progress("evaluate", total, total, "done")
+    if not rows and unusable:
+        raise EvaluationError(f"no pair could be scored: {len(unusable)} unusable ("
+                              + "; ".join(u["reason"] for u in unusable[:5]) + ")")
     if not rows:
         raise EvaluationError(f"all {total} ground-truth masks are empty at {PAPER_SIZE}x{PAPER_SIZE}; the paper "
                               "protocol skips those: use --protocol native")
@@ -313,7 +373,7 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
         "images": str(images),
         "masks": str(masks),
     }
-    return EvaluationResult(rows, _means(rows), skipped, settings, notes)
+    return EvaluationResult(rows, _means(rows), skipped, settings, notes, unusable)
 
 
 def evaluate(model: LiteNeXt | str | os.PathLike, images: str | os.PathLike, masks: str | os.PathLike,

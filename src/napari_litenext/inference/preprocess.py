@@ -21,6 +21,9 @@ __all__ = ["InputError", "select_channels", "intensity_range", "apply_range", "t
 # exact enough (the estimate of the 99.8th percentile moves by far less than one grey level) and
 # it avoids sorting a copy of a multi-gigabyte array.
 _PERCENTILE_SAMPLE = 2_000_000
+# More values than this along the last axis reads as a stack of planes rather than channels
+# (predict's smallest image edge).
+_STACK_DEPTH = 16
 
 
 
@@ -44,8 +47,9 @@ def select_channels(image: np.ndarray, channel: int | None = None) -> np.ndarray
             raise InputError(f"channel={channel} given for a single-channel image; leave channel unset")
         return image
     if image.ndim != 3:
+        # Not "give axes=": training and evaluation, which call this, take 2D images only.
         raise InputError(f"expected a 2D image (H x W or H x W x C), got shape {image.shape}; "
-                         "for stacks give the axes (e.g. axes='ZYX')")
+                         "give each 2D plane of a stack as an image of its own")
     n = image.shape[2]
     if channel is not None:
         if not -n <= channel < n:
@@ -55,6 +59,10 @@ def select_channels(image: np.ndarray, channel: int | None = None) -> np.ndarray
         return image[:, :, 0]
     if n in (3, 4):
         return image[:, :, :3]
+    if n >= _STACK_DEPTH:
+        raise InputError(f"image of shape {image.shape} has {n} values along its last axis: if it is a stack, "
+                         f"give each 2D plane as an image of its own; if they are channels, choose one with "
+                         f"channel=<0..{n - 1}>")
     raise InputError(f"image has {n} channels; choose one to segment with channel=<0..{n - 1}>")
 
 

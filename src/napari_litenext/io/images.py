@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageReadError
+from ..errors import ImageReadError, InputError
 from .files import atomic_write
+from .reader_warnings import reading
 
-__all__ = ["ImageReadError", "IMAGE_SUFFIXES", "read_image", "read_image_with_axes", "read_mask",
+__all__ = ["ImageReadError", "IMAGE_SUFFIXES", "read_image", "read_image_with_axes", "read_mask", "check_mask",
            "map_tiff_series", "write_tiff", "write_png", "atomic_write", "list_images", "output_stem"]
 
 #: File name endings read by ``read_image`` (lower case; ``.ome.tif`` is covered by ``.tif``).
@@ -68,6 +69,11 @@ def read_image_with_axes(path: str | os.PathLike, memory_map: bool = False) -> t
         ImageReadError: as ``read_image``.
     """
     path = Path(path)
+    with reading(path):  # names the file in the readers' warnings (reader_warnings)
+        return _read_checked(path, memory_map)
+
+
+def _read_checked(path: Path, memory_map: bool) -> tuple[np.ndarray, str | None]:
     if not path.exists():
         raise ImageReadError(f"{path}: file not found")
     if path.is_dir():
@@ -200,6 +206,48 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     if array.ndim != 2:
         raise ImageReadError(f"{path}: expected a 2D mask, got shape {array.shape}")
     return array
+
+
+def check_mask(mask: np.ndarray, name: str = "mask", error: type[InputError] = InputError) -> np.ndarray:
+    """A mask's values, checked the same way for training and for evaluation.
+
+    Accepts bool, {0, 1}, {0, 255} and non-negative integer labels, also stored as floats with
+    whole values; H x W x C masks whose channels are identical (masks saved as RGB) are reduced
+    to one channel.
+
+    Args:
+        mask: the mask as read or painted.
+        name: the file (or layer) named in messages.
+        error: the error class to raise (``DataError`` for training, ``EvaluationError`` for scoring).
+
+    Returns:
+        H x W: the bool mask as given, or integer labels (whole floats converted; > 0 is foreground).
+
+    Raises:
+        error: not 2D, differing colour channels, NaN, infinite, fractional or negative values, or
+            a non-numeric type; the message starts with ``name``.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[2] in (1, 3, 4):
+        channels = mask[:, :, :3] if mask.shape[2] == 4 else mask
+        if not (channels == channels[:, :, :1]).all():
+            raise error(f"{name}: mask has differing colour channels; save it as a single-channel "
+                        "binary or label image")
+        mask = mask[:, :, 0]
+    if mask.ndim != 2:
+        raise error(f"{name}: mask must be 2D (H x W), got shape {mask.shape}")
+    if mask.dtype == bool:
+        return mask
+    if np.issubdtype(mask.dtype, np.floating):
+        if not np.isfinite(mask).all() or (mask != np.round(mask)).any():
+            raise error(f"{name}: mask holds fractional or NaN values; give 0/1, 0/255 or integer labels")
+    elif not np.issubdtype(mask.dtype, np.integer):
+        raise error(f"{name}: mask has dtype {mask.dtype}; give 0/1, 0/255 or integer labels")
+    if mask.size and mask.min() < 0:
+        raise error(f"{name}: mask has negative values; give 0/1, 0/255 or non-negative integer labels")
+    if np.issubdtype(mask.dtype, np.floating):
+        return mask.astype(np.int64 if mask.size and mask.max() >= 2**31 else np.int32)
+    return mask
 
 
 def write_tiff(path: str | os.PathLike, array: np.ndarray, metadata: dict | None = None,

@@ -16,19 +16,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, InputError
 from ..config import InferenceConfig
-from ..inference.preprocess import select_channels, to_network_input
+from ..inference.preprocess import intensity_range, select_channels, to_network_input
 from ..inference.resize import resize_bilinear, resize_keep_dtype
 
-__all__ = ["Sample", "DataError", "as_foreground", "samples_from_arrays", "samples_from_folders",
+__all__ = ["Sample", "SampleList", "DataError", "as_foreground", "samples_from_arrays", "samples_from_folders",
            "split_samples", "PreparedSet", "prepare"]
 
-
+_SHOWN_PROBLEMS = 10
 
 
 @dataclass
@@ -46,38 +46,74 @@ class Sample:
     name: str
 
 
+class SampleList(list):
+    """The usable pairs (a list of ``Sample``), and those left out with ``skip_bad``.
+
+    Attributes:
+        skipped: one dict per pair left out: ``name``, ``file`` (the file at fault, or the pair's
+            name for arrays) and ``reason`` (a message naming the file).
+    """
+
+    def __init__(self, samples: Sequence[Sample] = (), skipped: Sequence[dict[str, str]] = ()) -> None:
+        super().__init__(samples)
+        self.skipped: list[dict[str, str]] = list(skipped)
+
+
 def as_foreground(mask: np.ndarray, name: str = "mask") -> np.ndarray:
     """Foreground of a binary or instance-label mask: ``mask > 0`` as an H x W bool array.
 
-    Accepts bool, {0, 1}, {0, 255} and non-negative integer labels; H x W x C masks whose channels
-    are identical (masks saved as RGB) are reduced to one channel.
+    The values are checked by ``io.images.check_mask``, as evaluation checks them.
 
     Raises:
         DataError: negative or fractional values, NaN, differing channels, or not 2D.
     """
-    mask = np.asarray(mask)
-    if mask.ndim == 3 and mask.shape[2] in (1, 3, 4):
-        channels = mask[:, :, :3] if mask.shape[2] == 4 else mask
-        if not (channels == channels[:, :, :1]).all():
-            raise DataError(f"{name}: mask has differing colour channels; save it as a single-channel "
-                            "binary or label image")
-        mask = mask[:, :, 0]
-    if mask.ndim != 2:
-        raise DataError(f"{name}: mask must be 2D (H x W), got shape {mask.shape}")
-    if mask.dtype == bool:
-        return mask
-    if np.issubdtype(mask.dtype, np.floating):
-        if not np.isfinite(mask).all() or (mask != np.round(mask)).any():
-            raise DataError(f"{name}: mask holds fractional or NaN values; give 0/1, 0/255 or integer labels")
-    elif not np.issubdtype(mask.dtype, np.integer):
-        raise DataError(f"{name}: mask has dtype {mask.dtype}; give 0/1, 0/255 or integer labels")
-    if mask.size and mask.min() < 0:
-        raise DataError(f"{name}: mask has negative values; give 0/1, 0/255 or non-negative integer labels")
-    return mask > 0
+    from ..io.images import check_mask
+
+    return check_mask(mask, name, DataError) > 0
+
+
+def _sample(image: np.ndarray, mask: np.ndarray, name: str, image_name: str, mask_name: str,
+            channel: int | None) -> Sample:
+    """One checked pair; every problem raises a ``DataError`` naming the file at fault."""
+    try:
+        image = select_channels(np.asarray(image), channel)
+        intensity_range(image, InferenceConfig())  # NaN, infinite, empty or non-numeric pixels
+    except InputError as exc:
+        raise DataError(f"{image_name}: {exc}") from None
+    fg = as_foreground(mask, mask_name)
+    if fg.shape != image.shape[:2]:
+        which = "its mask" if mask_name == image_name else f"its mask {mask_name}"
+        raise DataError(f"{image_name}: image is {image.shape[0]}x{image.shape[1]} but {which} is "
+                        f"{fg.shape[0]}x{fg.shape[1]}")
+    return Sample(image, fg, name)
+
+
+def _collect(pairs: Sequence[tuple[str, str, Callable[[], Sample]]], skip_bad: bool) -> SampleList:
+    """Build every pair from (name, file, builder): all problems in one error, or left out with ``skip_bad``."""
+    samples, problems = SampleList(), []
+    for name, file, build in pairs:
+        try:
+            samples.append(build())
+        except InputError as exc:  # DataError, ImageReadError
+            text = str(exc)
+            problems.append({"name": name, "file": text.split(": ", 1)[0] if ": " in text else file,
+                             "reason": text})
+    shown = "; ".join(p["reason"] for p in problems[:_SHOWN_PROBLEMS])
+    if len(problems) > _SHOWN_PROBLEMS:
+        shown += f"; and {len(problems) - _SHOWN_PROBLEMS} more"
+    if problems and not skip_bad:
+        error = DataError(f"{len(problems)} unusable pair(s): {shown}; fix or remove them")
+        error.bad_pairs = problems  # lets the command line offer its option to skip them
+        raise error
+    if not samples:
+        raise DataError(f"no usable pairs: all {len(problems)} were left out ({shown})")
+    samples.skipped = problems
+    return samples
 
 
 def samples_from_arrays(images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                        names: Sequence[str] | None = None, channel: int | None = None) -> list[Sample]:
+                        names: Sequence[str] | None = None, channel: int | None = None,
+                        skip_bad: bool = False) -> SampleList:
     """Pairs from in-memory arrays, e.g. napari Image and Labels layers of different sizes.
 
     Args:
@@ -85,31 +121,23 @@ def samples_from_arrays(images: Sequence[np.ndarray], masks: Sequence[np.ndarray
         masks: binary or label masks of the same H x W as their image.
         names: for messages; "pair 1", "pair 2", ... by default.
         channel: channel to train on in multichannel images (see ``preprocess.select_channels``).
+        skip_bad: leave out unusable pairs (listed in the result's ``skipped``) instead of failing.
 
     Raises:
-        DataError: different counts, shape mismatches (all listed), bad mask values.
+        DataError: different counts; unless ``skip_bad``, unusable pairs (bad mask values, NaN
+            pixels, a stack, differing sizes; all listed); no usable pair at all.
     """
     if len(images) != len(masks):
         raise DataError(f"got {len(images)} images but {len(masks)} masks; give one mask per image")
     if not images:
         raise DataError("no training pairs given; add at least one image with its mask")
     names = list(names) if names is not None else [f"pair {i + 1}" for i in range(len(images))]
-    samples, mismatched = [], []
-    for image, mask, name in zip(images, masks, names):
-        image = select_channels(np.asarray(image), channel)
-        fg = as_foreground(mask, name)
-        if fg.shape != image.shape[:2]:
-            mismatched.append(f"{name} (image {image.shape[0]}x{image.shape[1]}, mask {fg.shape[0]}x{fg.shape[1]})")
-            continue
-        samples.append(Sample(image, fg, name))
-    if mismatched:
-        raise DataError("image and mask sizes differ for: " + "; ".join(mismatched[:10])
-                        + (f" and {len(mismatched) - 10} more" if len(mismatched) > 10 else ""))
-    return samples
+    return _collect([(name, name, lambda i=i, m=m, n=name: _sample(i, m, n, n, n, channel))
+                     for i, m, name in zip(images, masks, names)], skip_bad)
 
 
 def samples_from_folders(images_dir: str | Path, masks_dir: str | Path, ids: Sequence[str] | None = None,
-                         channel: int | None = None) -> list[Sample]:
+                         channel: int | None = None, skip_bad: bool = False) -> SampleList:
     """Pairs from two folders, matched by name as ``io.pairing`` describes (``cell.ome.tif`` with
     ``cell_mask.png``, ``a.png`` with ``a_labels.tif``, ...); any supported format on either side.
 
@@ -118,10 +146,14 @@ def samples_from_folders(images_dir: str | Path, masks_dir: str | Path, ids: Seq
         masks_dir: folder of binary or label masks.
         ids: only these names (e.g. a split), in this order.
         channel: channel to train on in multichannel images.
+        skip_bad: leave out pairs that cannot be read or used (listed in the result's ``skipped``,
+            each with its file and the reason) instead of failing.
 
     Raises:
         DataError: a folder is missing or empty, images without masks or masks without images,
-            listed ids without files (all listed in one message), size mismatches.
+            listed ids without files (all listed in one message); unless ``skip_bad``, unreadable
+            files, bad mask values, NaN pixels, stacks or size mismatches (all listed, each naming
+            its file); no usable pair at all.
     """
     from ..io.images import read_image, read_mask
     from ..io.pairing import match_folders, problems_message
@@ -129,8 +161,9 @@ def samples_from_folders(images_dir: str | Path, masks_dir: str | Path, ids: Seq
     pairs, problems = match_folders(images_dir, masks_dir, ids)
     if problems:
         raise DataError(problems_message(problems, images_dir, masks_dir))
-    return samples_from_arrays([read_image(p.image) for p in pairs], [read_mask(p.mask) for p in pairs],
-                               names=[p.name for p in pairs], channel=channel)
+    return _collect([(p.name, str(p.image), lambda p=p: _sample(read_image(p.image), read_mask(p.mask), p.name,
+                                                                 str(p.image), str(p.mask), channel))
+                     for p in pairs], skip_bad)
 
 
 def split_samples(samples: list[Sample], val_fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
@@ -214,7 +247,10 @@ def prepare(samples: list[Sample], inference: InferenceConfig, mode: str, patch_
 
     images, masks, weights, whole = [], [], [], []
     for s in samples:
-        rgb = to_network_input(s.image, inference)  # 3 x H x W float32
+        try:
+            rgb = to_network_input(s.image, inference)  # 3 x H x W float32
+        except InputError as exc:
+            raise DataError(f"{s.name}: {exc}") from None
         grey = s.image.ndim == 2
         if grey:
             rgb = rgb[:1]

@@ -104,9 +104,9 @@ class TrainResult:
 
 
 def _starting_model(cfg: TrainConfig, folder: RunFolder) -> LiteNeXt:
-    """The network to train: resumed from last.pt, the ``init`` model, or new; settings resolved."""
+    """The network to train: resumed (last.pt, else best.pt), the ``init`` model, or new; settings resolved."""
     if cfg.resume:
-        start: LiteNeXt | None = folder.last_checkpoint().build_model()
+        start: LiteNeXt | None = folder.resume_checkpoint().build_model()
     elif cfg.init is not None:
         from ..network.registry import load_model
 
@@ -171,7 +171,7 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
     optimiser = torch.optim.NAdam(params, lr=cfg.lr)
     amp = cfg.amp and device.type == "cuda"
 
-    state = folder.restore(model, srp, optimiser, rng, gen) if cfg.resume else RunState()
+    state = folder.restore(model, srp, optimiser, rng, gen, inference, cfg) if cfg.resume else RunState()
     best_state = None
     start_epoch = state.epoch
     steps_per_epoch = len(sampler)
@@ -179,6 +179,7 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
     t0 = time.perf_counter()
     done_steps = 0
     note = "" if val_samples else " (no validation pairs: validating on the training pairs)"
+    note += "".join(f"; {text}" for text in folder.notes)
     yield TrainEvent("start", start_epoch, cfg.epochs, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                      device=str(device), global_step=start_epoch * steps_per_epoch, best_val_dice=state.best,
                      message=f"training on {device} ({len(train_set)} training, "
