@@ -131,3 +131,22 @@ def test_lost_worker_blocks_are_rerun(random_checkpoint, tmp_path):
         models = client.run(lambda: len(distributed._MODELS))
     assert same_up_to_numbering(postprocess(prob, 0.55, True, 0), outcome["result"].labels[:])
     assert all(n <= 1 for n in models.values())  # each worker loaded the model at most once
+
+
+def test_real_dsb_image_in_four_blocks_equals_one_run(shared_dir, tmp_path):
+    from napari_litenext.io.images import read_image
+
+    from test_merge import split_at_faces
+
+    folder = shared_dir / "data" / "dsb2018" / "images"
+    path = next(p for p in sorted(folder.iterdir()) if p.suffix == ".png" and min(read_image(p).shape[:2]) >= 256)
+    image = read_image(path)
+    model = load_model("nuclei", device="cpu")
+    single = predict(image, model, instances=True, batch_size=1).labels
+    edge = -(-max(image.shape[:2]) // 2 // 16) * 16  # half the image: 2 x 2 blocks
+    blocked = predict_blocks(image, "nuclei", out=tmp_path / "b.zarr", block_size=edge, instances=True,
+                             batch_size=1)
+    assert blocked.settings["blocks"]["blocks"] == 4 and blocked.settings["blocks"]["joined"] > 0
+    labels = blocked.labels[:]
+    assert split_at_faces(single, labels) == 0
+    assert same_up_to_numbering(single, labels)
