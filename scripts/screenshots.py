@@ -11,6 +11,8 @@ writes:
     segment.png    the viewer: image, labels and the Segment widget
     train.png      the Train widget after its run
     evaluate.png   the Evaluate widget's table
+    share-export.png   the Train widget after exporting its model as a BioImage Model Zoo package
+    share-import.png   the viewer segmenting with that package, chosen as the Segment widget's model
 
 PNGs are palette-quantised to stay small. Settings the widgets remember are kept in a temporary
 folder, so the user's own remembered settings are untouched.
@@ -75,6 +77,19 @@ def _save(picture, path: Path, colours: int = 256) -> None:
     print(f"{path} ({path.stat().st_size // 1024} KB)")
 
 
+def _screenshot_package(app, viewer, segment, image, package: Path, path: Path) -> None:
+    """The viewer after segmenting with an exported package chosen as a file in the Segment widget."""
+    segment.select_model(package)
+    _wait(app, lambda: segment.model_values.source == str(package))
+    segment.run()
+    _wait(app, lambda: segment.worker is None)
+    if segment.last_error:
+        sys.exit(f"segmentation with the package failed: {segment.last_error}")
+    _dismiss_notifications(viewer)
+    _settle(app, 1.0)
+    _save(viewer.screenshot(canvas_only=False, flash=False), path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Take the user guide's screenshots.")
     parser.add_argument("--model", help="bundled model name or checkpoint for the Segment screenshot")
@@ -115,6 +130,14 @@ def main() -> int:
         sys.exit(f"training failed: {train.last_error}")
     _settle(app)
     _save(train.grab(), out / "train.png")
+    package = tmp / "sample-demo.zip"
+    train.export_model(package)
+    _wait(app, lambda: train.export_worker is None)
+    if train.last_error:
+        sys.exit(f"export failed: {train.last_error}")
+    _dismiss_notifications(viewer)
+    _settle(app)
+    _save(train.grab(), out / "share-export.png")
 
     # Segment with a bundled model if there is one, else with the model just trained.
     viewer.window.remove_dock_widget("all")
@@ -134,6 +157,7 @@ def main() -> int:
     _dismiss_notifications(viewer)
     _settle(app, 1.0)
     _save(viewer.screenshot(canvas_only=False, flash=False), out / "segment.png")
+    _screenshot_package(app, viewer, segment, image, package, out / "share-import.png")
 
     # Evaluate the labels against the sample's ground truth.
     _, evaluate = viewer.window.add_plugin_dock_widget("napari-litenext", "Evaluate")

@@ -31,7 +31,7 @@ MODEL_FIELDS = {"threshold": "threshold", "instances": "instances", "min_size": 
 SETTINGS_OPTIONS: dict[str, dict[str, Any]] = {
     "model": {"widget_type": "ComboBox", "choices": lambda _w: model_choices(),
               "tooltip": "bundled models, models trained in this session, or a checkpoint file"},
-    "model_file": {"label": "model file", "mode": "r", "filter": "*.pt *.pth *.ckpt", "visible": False},
+    "model_file": {"label": "model file", "mode": "r", "filter": "*.pt *.pth *.ckpt *.zip *.yaml", "visible": False},
     "threshold": {"widget_type": "FloatSlider", "min": 0.01, "max": 0.99, "step": 0.01,
                   "tooltip": "probability above which a pixel is foreground; changing it re-applies "
                              "post-processing without re-running the network"},

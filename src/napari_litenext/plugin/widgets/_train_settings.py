@@ -76,7 +76,7 @@ RECIPE_OPTIONS: dict[str, dict[str, Any]] = {
     "model_name": {"label": "model name"},
     "start_from": {"widget_type": "ComboBox", "label": "start from", "choices": lambda _w: model_choices(True),
                    "tooltip": "random weights, or fine-tune a bundled, session or file model"},
-    "start_file": {"label": "start file", "mode": "r", "filter": "*.pt *.pth *.ckpt", "visible": False},
+    "start_file": {"label": "start file", "mode": "r", "filter": "*.pt *.pth *.ckpt *.zip *.yaml", "visible": False},
     "epochs": {"min": 1, "max": 100_000},
     "learning_rate": {"label": "learning rate", "min": 1e-6, "max": 1.0, "step": 1e-4},
     "batch_size": {"label": "batch size", "min": 1, "max": 1024},
