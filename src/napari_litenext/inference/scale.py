@@ -100,6 +100,7 @@ def segment_blocks_of(image: Any, model: Any, *, out: Any, client: Any = None,
         "instances": inference.instances, "min_size": inference.min_size, "axes": layout.stack_axes + "YX",
         "input_axes": layout.axes, "channel": channel, "normalisation": inference.normalisation,
         "value_range": list(value_range), "invert": inference.invert, "blocks": counts,
+        "device": str(device or next(local.parameters()).device),
     }
     if inference.mode == "tile":
         settings.update(tile_size=inference.tile_size, tile_overlap=inference.tile_overlap)

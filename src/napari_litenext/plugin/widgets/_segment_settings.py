@@ -19,7 +19,7 @@ def segment_settings(model: str = FILE_CHOICE, model_file: Path = Path(""),
                      threshold: float = InferenceConfig.threshold, instances: bool = InferenceConfig.instances,
                      min_size: int = InferenceConfig.min_size,
                      stitch_threshold: float = InferenceConfig.stitch_threshold, probabilities: bool = False,
-                     device: str = "auto") -> None:
+                     browse: bool = False, labels_store: Path = Path(""), device: str = "auto") -> None:
     """Settings of the Segment widget; threshold, instances and minimum size show the chosen model's."""
 
 
@@ -43,6 +43,12 @@ SETTINGS_OPTIONS: dict[str, dict[str, Any]] = {
                          "tooltip": "Z stacks with instances: an object keeps the id of the object in the slice "
                                     "before it when they overlap at least this much (IoU); 0 = off"},
     "probabilities": {"label": "probability layer", "tooltip": "also add the probability map as an Image layer"},
+    "browse": {"label": "segment as I browse",
+               "tooltip": "stacks too big to segment at once: segment the slice on show whenever the slider "
+                          "stops, into a zarr-backed Labels layer"},
+    "labels_store": {"label": "labels store", "mode": "w", "filter": "*.zarr",
+                     "tooltip": "dask, zarr or multiscale images: write the labels into this new zarr store "
+                                "(empty: a temporary one); memory then stays bounded"},
     "device": {"widget_type": "ComboBox", "choices": DEVICES,
                "tooltip": "auto: CUDA GPU, then Apple MPS, then the CPU"},
 }

@@ -23,6 +23,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from ._browse import Browser, is_lazy_layer_data, lazy_output, open_for_painting
 from ._common import FILE_CHOICE, LayerChoices, ModelValues, RunStopper, load_model_cached, model_choices, \
     report_error, resolve_model_choice, status_label
 from ._export import ask_export_path, export_from
@@ -92,6 +93,8 @@ class SegmentWidget(QWidget):
         self.cancel_button.changed.connect(self.cancel)
         self.export_button.changed.connect(self._ask_export)
         self.export_worker: Any = None
+        self.browser = Browser(self)
+        self.settings.browse.changed.connect(self.browser.toggle)
         self.image.changed.connect(self._on_image_changed)
         self.channel_axis.changed.connect(self._on_channel_axis_changed)
         self.settings.model.changed.connect(self._on_model_changed)
@@ -198,6 +201,14 @@ class SegmentWidget(QWidget):
             self._fail(f"layer {layer.name!r}: {exc}")
             return
         device = str(s.device.value)
+        if is_lazy_layer_data(data, getattr(layer, "multiscale", False)):
+            # dask, zarr or a pyramid: the labels stream into a zarr store and are never whole in memory
+            try:
+                kwargs.update(out=lazy_output(layer.name, s.labels_store.value),
+                              keep_probabilities=bool(s.probabilities.value))
+            except FileExistsError as exc:
+                self._fail(f"{exc}; pick a new labels store")
+                return
         self._stop, should_stop = self._runs.new_run()
         self.last_error = None
         self._job = {"layer": layer, "source": source, "started": time.perf_counter(),
@@ -277,12 +288,15 @@ class SegmentWidget(QWidget):
         settings = dict(prediction.settings, source_layer=layer.name, model_source=job["source"])
         scale, translate = output_geometry(layer.scale, layer.translate, layer.rgb, settings["input_axes"],
                                            settings["axes"])
-        labels = put_labels(self.viewer, layer.name, prediction.labels, settings, scale, translate)
-        if job["probabilities"]:
+        stored = "store" in settings  # a lazy image: the labels stay on disk, writable for painting
+        data = open_for_painting(settings["store"]) if stored else prediction.labels
+        labels = put_labels(self.viewer, layer.name, data, settings, scale, translate)
+        if job["probabilities"] and prediction.probabilities is not None:
             put_probabilities(self.viewer, layer.name, prediction.probabilities, settings, scale, translate)
         self.last = _Result(layer.name, labels, prediction.probabilities, settings, job["source"])
         seconds = time.perf_counter() - job["started"]
-        self.status.value = f"{_describe(prediction.labels, settings)} in {seconds:.1f} s ({settings['device']})"
+        done = f"labels in {settings['store']}" if stored else _describe(prediction.labels, settings)
+        self.status.value = f"{done} in {seconds:.1f} s ({settings.get('device', 'cpu')})"
 
     def _on_error(self, exc: BaseException) -> None:
         from ...inference.predict import Cancelled
@@ -307,7 +321,8 @@ class SegmentWidget(QWidget):
 
     def _reapplicable(self) -> bool:
         last = self.last
-        if last is None or last.labels not in self.viewer.layers:
+        # Lazy runs keep no probability map in memory: changing a setting needs a new run.
+        if last is None or not isinstance(last.probabilities, np.ndarray) or last.labels not in self.viewer.layers:
             return False
         try:
             source = resolve_model_choice(self.settings.model.value, self.settings.model_file.value)
