@@ -63,9 +63,7 @@ def resolve_model(model_or_source: Any):
         raise TypeError(f"expected a LiteNeXt, a bundled model name or a checkpoint path, got "
                         f"{type(model_or_source).__name__}")
     model = copy.deepcopy(model_or_source).cpu().eval()
-    model.inference = getattr(model, "inference", None) or InferenceConfig()
-    model.card = getattr(model, "card", None) or ModelCard()
-    if not getattr(model, "sha256", ""):
+    if not model.sha256:
         # A model that never went through a checkpoint gets the digest a checkpoint would give it.
         state = {k: v.detach() for k, v in model.state_dict().items()}
         model.sha256 = state_dict_sha256(state, model.config, model.inference)
