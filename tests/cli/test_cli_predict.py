@@ -97,13 +97,14 @@ def test_failed_write_leaves_nothing_for_that_input(images, tmp_path, checkpoint
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(nl_io, "write_png", disk_full)
+    monkeypatch.setattr(nl_io, "stage_png", disk_full)
     out = tmp_path / "out"
     code = main(["predict", str(images / "a.png"), "-o", str(out), "--model", str(checkpoint[0]), "-q",
                  "--overlay"])
     assert code == 1
-    assert os.listdir(out) == []  # the labels file written before the failure was removed
-    assert "No space left" in error_lines(capsys.readouterr().err)[0]
+    assert os.listdir(out) == []  # the labels file staged before the failure was never named, and removed
+    line = error_lines(capsys.readouterr().err)[0]
+    assert "no space left" in line and "a_overlay.png" in line
 
 
 def test_default_model_needs_bundled_nuclei(images, tmp_path, checkpoint, monkeypatch, capsys):

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageReadError, InputError
-from .files import atomic_write
+from .files import StagedFile, atomic_write, stage_file
 from .reader_warnings import reading
 
 __all__ = ["ImageReadError", "IMAGE_SUFFIXES", "read_image", "read_image_with_axes", "read_mask", "check_mask",
-           "map_tiff_series", "write_tiff", "write_png", "atomic_write", "list_images", "output_stem"]
+           "map_tiff_series", "write_tiff", "write_png", "stage_tiff", "stage_png", "atomic_write", "list_images",
+           "output_stem"]
 
 #: File name endings read by ``read_image`` (lower case; ``.ome.tif`` is covered by ``.tif``).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -252,7 +253,7 @@ def check_mask(mask: np.ndarray, name: str = "mask", error: type[InputError] = I
 
 def write_tiff(path: str | os.PathLike, array: np.ndarray, metadata: dict | None = None,
                overwrite: bool = False, compress: bool = True) -> Path:
-    """Write ``array`` as a TIFF atomically.
+    """Write ``array`` as a TIFF atomically (see ``atomic_write``).
 
     Args:
         path: destination file.
@@ -266,6 +267,16 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, metadata: dict | None
         FileExistsError: the file exists and ``overwrite`` is False.
         TypeError: ``metadata`` is not JSON-serialisable.
     """
+    return atomic_write(path, _tiff_writer(array, metadata, compress), overwrite=overwrite)
+
+
+def stage_tiff(path: str | os.PathLike, array: np.ndarray, metadata: dict | None = None,
+               compress: bool = True) -> StagedFile:
+    """Write a TIFF as ``write_tiff`` does, under a hidden temporary name: ``publish`` names it."""
+    return stage_file(path, _tiff_writer(array, metadata, compress))
+
+
+def _tiff_writer(array: np.ndarray, metadata: dict | None, compress: bool):
     import tifffile
 
     description = json.dumps(metadata, sort_keys=True) if metadata is not None else None
@@ -276,15 +287,34 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray, metadata: dict | None
                          compression="zlib" if compress else None,
                          photometric="minisblack", bigtiff=array.nbytes > 2**31)
 
-    return atomic_write(path, write, overwrite=overwrite)
+    return write
 
 
-def write_png(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False) -> Path:
-    """Write a uint8 H x W or H x W x 3/4 array as PNG atomically (see ``atomic_write``)."""
+def write_png(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False,
+              text: dict[str, str] | None = None) -> Path:
+    """Write a uint8 H x W or H x W x 3/4 array as PNG atomically (see ``atomic_write``).
+
+    ``text``: tEXt chunks (keyword -> text), read back with ``PIL.Image.open(path).text``.
+    """
+    return atomic_write(path, _png_writer(array, text), overwrite=overwrite)
+
+
+def stage_png(path: str | os.PathLike, array: np.ndarray, text: dict[str, str] | None = None) -> StagedFile:
+    """Write a PNG as ``write_png`` does, under a hidden temporary name: ``publish`` names it."""
+    return stage_file(path, _png_writer(array, text))
+
+
+def _png_writer(array: np.ndarray, text: dict[str, str] | None):
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
     image = Image.fromarray(np.ascontiguousarray(array))
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), overwrite=overwrite)
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+    return lambda tmp: image.save(tmp, format="PNG", pnginfo=info)
 
 
 def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
