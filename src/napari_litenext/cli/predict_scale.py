@@ -200,6 +200,8 @@ def _run_files(args: argparse.Namespace, client: Any) -> int:
     plans = cli_predict._plan_outputs(files, outdir, args, CliError)
     if not args.overwrite:
         cli_predict._refuse_clashes(plans, args, CliError)
+    if getattr(args, "skip_existing", False):  # as the single-process command: complete sets are kept
+        files = [f for f in files if cli_predict._set_state(plans[f]).kind != "complete"]
     quiet = argparse.Namespace(**dict(vars(args), quiet=True))
     task = functools.partial(_file_task, quiet, _model_source(args))
     with _bar("images", args.quiet) as show:

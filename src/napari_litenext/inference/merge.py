@@ -68,6 +68,7 @@ class _Union:
 def _face_pairs(blocks: list[Block], structure: np.ndarray):
     """Yield (block a, side of a, block b, side of b, offsets) for blocks sharing a face or corner."""
     by_corner = {(b.first, b.y0, b.x0): b for b in blocks}
+    by_right_edge = {(b.first, b.y0, b.x1): b for b in blocks}
     offsets = (-1, 0, 1) if structure is EIGHT else (0,)
     for a in blocks:
         below = by_corner.get((a.first, a.y1, a.x0))
@@ -80,9 +81,9 @@ def _face_pairs(blocks: list[Block], structure: np.ndarray):
             diagonal = by_corner.get((a.first, a.y1, a.x1))
             if diagonal is not None:
                 yield a, "bottom-right", diagonal, "top-left", (0,)
-            for c in blocks:  # the block below-left: its top-right corner touches a's bottom-left
-                if c.first == a.first and c.y0 == a.y1 and c.x1 == a.x0:
-                    yield a, "bottom-left", c, "top-right", (0,)
+            below_left = by_right_edge.get((a.first, a.y1, a.x0))  # its top-right touches a's bottom-left
+            if below_left is not None:
+                yield a, "bottom-left", below_left, "top-right", (0,)
 
 
 def _strip(info: BlockSlice, side: str) -> np.ndarray:
