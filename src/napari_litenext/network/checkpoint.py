@@ -8,6 +8,10 @@ Two layouts are read, both with ``torch.load(..., weights_only=True)`` so that n
   listed in the specification, optionally prefixed ``module.`` by DataParallel. These carry no
   config, so the paper's configuration and resize-mode inference at 256 px are assumed.
 
+Files are untrusted: ``checkpoint_guard`` checks the archive, the settings and the weights before
+anything is built, so that loading costs time and memory in proportion to the file's size and a
+file refused for any reason raises ``CheckpointError``.
+
 Writes are atomic (temporary file in the same folder, then rename), so an interrupted save never
 leaves a truncated checkpoint behind or destroys the previous one.
 """
@@ -18,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,8 @@ import torch
 from ..errors import CheckpointError
 from ..config import InferenceConfig, ModelCard, ModelConfig
 from ..io.files import atomic_write
+from .checkpoint_guard import (check_archive, check_inference, check_model_config, check_names_and_shapes,
+                               check_weights, first_line, show, unreadable)
 from .model import LiteNeXt
 
 __all__ = ["Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint", "state_dict_sha256",
@@ -35,8 +40,6 @@ __all__ = ["Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint"
 
 FORMAT = "napari-litenext"
 FORMAT_VERSION = 1
-
-
 
 
 @dataclass
@@ -120,48 +123,81 @@ def save_checkpoint(path: str | os.PathLike, model: LiteNeXt, inference: Inferen
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint in our layout or the authors' layout.
 
+    Time and memory are bounded by the file's size: see ``checkpoint_guard`` for what is checked
+    before anything is built.
+
     Raises:
         CheckpointError: the file is missing, truncated, not a PyTorch file, holds objects other
-            than tensors and primitive containers, is not a LiteNeXt, or fails its SHA-256 check.
+            than tensors and primitive containers, has settings out of bounds, weights whose names,
+            shapes or dtypes are not those of a LiteNeXt with its settings, more weights than the
+            file holds, NaN or infinite weights, or fails its SHA-256 check.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file not found: {path}; give a bundled model name or an existing .pt file")
+    size = path.stat().st_size
+    check_archive(path, size)
+    # No mmap: the archive check bounds what a plain read costs by the file's size, and a mapping
+    # kept for the Checkpoint's lifetime would crash the process (SIGBUS) if the file were
+    # truncated underneath, and lock it against replacement on Windows.
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError):
+    except (RuntimeError, EOFError, OSError, ValueError):
         # torch's own messages here describe its zip reader's internals, not the user's problem.
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt, or "
-                              "another kind of file); re-download or re-export it") from None
+        raise unreadable(path) from None
     except Exception as exc:  # pickle.UnpicklingError from weights_only, among others
         raise CheckpointError(
             f"{path} holds objects other than tensors and plain containers, which are not loaded "
-            f"for safety ({_first_line(exc)}); save only the state dict") from None
+            f"for safety ({first_line(exc)}); save only the state dict") from None
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a LiteNeXt checkpoint dict")
-    if raw.get("format") == FORMAT:
-        return _from_ours(raw, path)
-    return _from_authors(raw, path)
+        raise CheckpointError(f"{path} holds {show(raw)}, not a LiteNeXt checkpoint dict")
+    if isinstance(raw.get("format"), str) and raw["format"] == FORMAT:
+        return _from_ours(raw, path, size)
+    return _from_authors(raw, path, size)
 
 
-def _from_ours(raw: dict, path: Path) -> Checkpoint:
-    if raw.get("format_version", 0) > FORMAT_VERSION:
+def _from_ours(raw: dict, path: Path, size: int) -> Checkpoint:
+    version = raw.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path} is a damaged napari-litenext checkpoint (format_version "
+                              f"{show(version)}); re-export or re-download it")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer napari-litenext; upgrade to read it")
+    if "config" not in raw:
+        raise CheckpointError(f"{path} is a damaged napari-litenext checkpoint (no network settings); "
+                              "re-export or re-download it")
+    config = check_model_config(raw["config"], path)
     try:
-        config = ModelConfig.from_dict(raw["config"])
         inference = InferenceConfig.from_dict(raw["inference"])
         card = ModelCard.from_dict(raw.get("card", {}))
-        state = raw["state_dict"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} is a damaged napari-litenext checkpoint ({_first_line(exc)})") from None
+        _check_card(card)
+        state, extra = raw["state_dict"], raw.get("extra", {})
+        if not isinstance(extra, dict):
+            raise TypeError(f"training state is {show(extra)}, not a dict")
+    # Any failure to rebuild these settings from untrusted values (a wrong type, a huge integer,
+    # a deep list) means the same to the user: the file is damaged.
+    except Exception as exc:
+        raise CheckpointError(f"{path} is a damaged napari-litenext checkpoint ({first_line(exc)}); "
+                              "re-export or re-download it") from None
+    check_inference(inference, path)
+    check_weights(state, config, path, size)
     digest = state_dict_sha256(state, config, inference)
-    if raw.get("sha256") != digest:
+    stored = raw.get("sha256")
+    if not isinstance(stored, str) or stored != digest:
+        shown = stored[:12] + "..." if isinstance(stored, str) else show(stored)
         raise CheckpointError(
-            f"{path} fails its SHA-256 check (stored {str(raw.get('sha256'))[:12]}..., computed "
-            f"{digest[:12]}...): the file was modified or damaged; re-export or re-download it")
-    ckpt = Checkpoint(config, inference, card, state, raw.get("extra", {}), digest)
-    _check_state(LiteNeXt(config), state, path)
-    return ckpt
+            f"{path} fails its SHA-256 check (stored {shown}, computed {digest[:12]}...): the file was "
+            "modified or damaged; re-export or re-download it")
+    return Checkpoint(config, inference, card, state, extra, digest)
+
+
+def _check_card(card: ModelCard) -> None:
+    """Raise TypeError unless the card holds text, and numbers by name as metrics."""
+    texts = [v for k, v in card.to_dict().items() if k != "metrics"]
+    metrics = card.metrics
+    if not all(isinstance(v, str) for v in texts) or not isinstance(metrics, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) for k, v in metrics.items()):
+        raise TypeError("the model card holds values other than text and numeric metrics")
 
 
 _MIXER_PARTS = {"conv_local": "local.conv", "ln1.layernorm": "local.norm", "conv": "depthwise.conv",
@@ -208,48 +244,23 @@ def convert_authors_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torc
     return {_authors_key(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
-def _from_authors(raw: dict, path: Path) -> Checkpoint:
+def _from_authors(raw: dict, path: Path, size: int) -> Checkpoint:
     state = raw.get("model_state_dict", raw.get("state_dict", raw))
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        keys = sorted(k[:40] for k in raw if isinstance(k, str))[:6]
         raise CheckpointError(
             f"{path} is neither a napari-litenext checkpoint nor a state dict of tensors (keys: "
-            f"{sorted(map(str, raw))[:6]}); export the model's state_dict() and try again")
+            f"{keys}); export the model's state_dict() and try again")
     state = convert_authors_state_dict(state)
     config = ModelConfig()
-    _check_state(LiteNeXt(config), state, path)
+    check_weights(state, config, path, size)
     inference = InferenceConfig(normalisation="dtype", mode="resize", input_size=256)
     card = ModelCard(name=path.stem, description="Imported from the authors' LiteNeXt repository layout.",
                      trained_by="authors' code (imported)")
     return Checkpoint(config, inference, card, state, {}, state_dict_sha256(state, config, inference))
 
 
-def _check_state(model: LiteNeXt, state: dict[str, torch.Tensor], path: Path | str) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {_names(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {_names(unexpected)}")
-        if wrong:
-            parts.append("wrong shape " + _names(
-                [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong]))
-        raise CheckpointError(f"{path} is not a LiteNeXt with this configuration: {'; '.join(parts)}")
-
-
 def _load_state(model: LiteNeXt, state: dict[str, torch.Tensor]) -> None:
-    _check_state(model, state, "checkpoint")
+    check_names_and_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()}, state, "checkpoint")
     model.load_state_dict(state, strict=True)
-
-
-def _names(keys: list[str], limit: int = 5) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
