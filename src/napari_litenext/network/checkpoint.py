@@ -64,21 +64,24 @@ class Checkpoint:
 
     def build_model(self) -> LiteNeXt:
         """A LiteNeXt in eval mode with these weights, carrying ``inference``, ``card`` and ``sha256``."""
-        model = LiteNeXt(self.config)
+        model = LiteNeXt(self.config, self.inference, self.card)
         _load_state(model, self.state_dict)
-        model.eval()
-        model.inference = self.inference
-        model.card = self.card
         model.sha256 = self.sha256
-        return model
+        return model.eval()
 
 
-def state_dict_sha256(state_dict: dict[str, torch.Tensor], config: ModelConfig,
-                      inference: InferenceConfig) -> str:
-    """SHA-256 over the configs (canonical JSON) and every tensor's name, dtype, shape and bytes."""
+def state_dict_sha256(state_dict: dict[str, torch.Tensor], config: ModelConfig | dict[str, Any],
+                      inference: InferenceConfig | dict[str, Any]) -> str:
+    """SHA-256 over the configs (canonical JSON) and every tensor's name, dtype, shape and bytes.
+
+    ``config`` and ``inference`` may be the dicts a file stores: a file is verified against the
+    settings as it was written, so that a newer release whose configs gained a field (with a
+    default) still verifies the files older releases wrote.
+    """
+    settings = {"config": config if isinstance(config, dict) else config.to_dict(),
+                "inference": inference if isinstance(inference, dict) else inference.to_dict()}
     digest = hashlib.sha256()
-    digest.update(json.dumps({"config": config.to_dict(), "inference": inference.to_dict()},
-                             sort_keys=True).encode())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     for name in sorted(state_dict):
         tensor = state_dict[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
@@ -181,7 +184,7 @@ def _from_ours(raw: dict, path: Path, size: int) -> Checkpoint:
                               "re-export or re-download it") from None
     check_inference(inference, path)
     check_weights(state, config, path, size)
-    digest = state_dict_sha256(state, config, inference)
+    digest = state_dict_sha256(state, raw["config"], raw["inference"])
     stored = raw.get("sha256")
     if not isinstance(stored, str) or stored != digest:
         shown = stored[:12] + "..." if isinstance(stored, str) else show(stored)
