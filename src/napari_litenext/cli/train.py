@@ -42,7 +42,8 @@ def add_parser(subparsers) -> None:
                              ("--lr", float, "NAdam learning rate"),
                              ("--lr-step", int, "epochs between learning-rate decays (0 = none)"),
                              ("--lr-gamma", float, "learning-rate decay factor"),
-                             ("--batch-size", int, "image pairs per step")):
+                             ("--batch-size", int, "image pairs per step (under torchrun the whole batch, "
+                                                   "shared by the processes)")):
         default = getattr(TrainConfig, flag[2:].replace("-", "_"))
         rec.add_argument(flag, type=kind, help=f"{text} (default: {default})")
     rec.add_argument("--loss", choices=("mwl", "dice_bce"), help=f"default: {LossConfig.loss}")
@@ -147,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..training.curves import plot_history
     from ..errors import TrainingError
     from ..io.reader_warnings import print_warning
+    from ..training.distributed import process_rank
     from ..training.loop import train
 
     cfg = config_from_args(args)  # bad settings fail before any image is read
@@ -170,12 +172,14 @@ def _run(args: argparse.Namespace) -> int:
             bars[0].write(f"epoch {event.epoch}/{event.epochs}: loss {event.loss:.4f}, "
                           f"validation Dice {event.val_dice:.4f}")
 
+    quiet = process_rank() != 0  # under torchrun, rank 0 reports for every process
     try:
-        result = run_to_end(train(train_samples, val_samples, cfg), show)
+        result = run_to_end(train(train_samples, val_samples, cfg), None if quiet else show)
     except KeyboardInterrupt:
         best = out / "best.pt"
-        print(f"napari-litenext: interrupted; the best model so far is {best if best.exists() else 'not written yet'}"
-              f"; continue with --resume", file=sys.stderr)
+        if not quiet:
+            print(f"napari-litenext: interrupted; the best model so far is "
+                  f"{best if best.exists() else 'not written yet'}; continue with --resume", file=sys.stderr)
         return 130
     except TrainingError as exc:
         if getattr(exc, "resumable", False):
@@ -184,6 +188,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
+    if quiet:
+        return 0
     if result.history:
         _plot(plot_history, result, out / "curves.png")
     if result.checkpoint is None:

@@ -34,8 +34,8 @@ def gaussian_taps(kernel_size: int, width: int = 7) -> Tensor:
     return F.pad(taps, (pad, pad))
 
 
-def augment_batch(images: Tensor, masks: Tensor, config: AugmentConfig, generator: torch.Generator
-                  ) -> tuple[Tensor, Tensor]:
+def augment_batch(images: Tensor, masks: Tensor, config: AugmentConfig, generator: torch.Generator,
+                  share: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
     """Augment a batch.
 
     Args:
@@ -43,6 +43,10 @@ def augment_batch(images: Tensor, masks: Tensor, config: AugmentConfig, generato
         masks: N x 1 x H x W float in {0, 1}.
         config: what to apply.
         generator: CPU generator for the random draws (seeded for repeatable runs).
+        share: ``(start, total)`` when the N pairs are rows ``start`` to ``start + N`` of a batch of
+            ``total`` (one process's share in distributed training): the draws are made for the
+            whole batch, so the shares of all processes are augmented as one process would augment
+            the whole batch.
 
     Returns:
         Augmented (images, masks); masks stay binary (bilinear resampling, then >= 0.5).
@@ -51,15 +55,17 @@ def augment_batch(images: Tensor, masks: Tensor, config: AugmentConfig, generato
         return images, masks
     n, c, h, w = images.shape
     device = images.device
+    start, total = share if share is not None else (0, n)
+    rows = slice(start, start + n)
 
-    def draw(size=(n,)):
-        return torch.rand(size, generator=generator)
+    def draw():
+        return torch.rand((total,), generator=generator)[rows]
 
     angle = (draw() * 2 - 1) * math.radians(config.rotate_degrees)
     sx = torch.where(draw() < config.hflip, -1.0, 1.0)
     sy = torch.where(draw() < config.vflip, -1.0, 1.0)
     blur_on = draw() < config.blur
-    kernel_idx = torch.randint(len(config.blur_kernels), (n,), generator=generator)
+    kernel_idx = torch.randint(len(config.blur_kernels), (total,), generator=generator)[rows]
 
     if config.rotate_degrees or config.hflip or config.vflip:
         cos, sin = torch.cos(angle), torch.sin(angle)

@@ -150,7 +150,8 @@ class TrainConfig:
         lr: NAdam learning rate.
         lr_step: epochs between learning-rate decays (0 = constant).
         lr_gamma: factor applied at each decay.
-        batch_size: image pairs per step (each pair gives two views when SRP is on).
+        batch_size: image pairs per step (each pair gives two views when SRP is on); under torchrun
+            the whole batch, shared between the processes.
         loss: the objective (``LossConfig``).
         augment: augmentation settings.
         patch_size: network input edge in pixels (the model's ``input_size``; multiple of 16).

@@ -16,17 +16,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from ..errors import DataError, InputError
+from ..errors import DataError, InputError, SettingsError
 from ..config import InferenceConfig
 from ..inference.preprocess import intensity_range, select_channels, to_network_input
 from ..inference.resize import resize_bilinear, resize_keep_dtype
 
 __all__ = ["Sample", "SampleList", "DataError", "as_foreground", "samples_from_arrays", "samples_from_folders",
-           "split_samples", "PreparedSet", "prepare"]
+           "split_samples", "PreparedSet", "prepare", "BatchSampler", "Share"]
 
 _SHOWN_PROBLEMS = 10
 
@@ -269,6 +269,14 @@ def prepare(samples: list[Sample], inference: InferenceConfig, mode: str, patch_
     return PreparedSet(images, masks, [s.name for s in samples], weights, whole or None)
 
 
+class Share(NamedTuple):
+    """Rows ``start`` to ``start + size`` of a batch of ``total`` pairs: one process's part of it."""
+
+    start: int
+    size: int
+    total: int
+
+
 class BatchSampler:
     """Epochs of batches of (image C x P x P, mask 1 x P x P) drawn from a ``PreparedSet``.
 
@@ -276,38 +284,61 @@ class BatchSampler:
         data: prepared images.
         mode: "tile" (random crops) or "resize" (whole resized images).
         patch_size: P.
-        batch_size: pairs per batch; the last, smaller batch of an epoch is kept when it holds at
-            least two pairs (LayerNorm has no batch statistics, so small batches are harmless).
+        batch_size: pairs per batch (the whole batch, shared by all processes); the last, smaller
+            batch of an epoch is kept when it holds at least two pairs and one per process
+            (LayerNorm has no batch statistics, so small batches are harmless).
         rng: generator for the epoch order and crop positions (seeded for repeatable runs).
         resize_mix: in "tile" mode, probability of drawing the whole image resized instead of a
             native-resolution crop (needs ``prepare(..., with_resized=True)``).
+        rank, world: in distributed training, this process's rank and the number of processes:
+            every process makes the random draws of the whole batch and builds only its share.
+
+    Raises:
+        SettingsError: a batch smaller than the number of processes.
+        DataError: fewer patches per epoch than processes.
     """
 
     def __init__(self, data: PreparedSet, mode: str, patch_size: int, batch_size: int,
-                 rng: np.random.Generator, resize_mix: float = 0.0) -> None:
+                 rng: np.random.Generator, resize_mix: float = 0.0, rank: int = 0, world: int = 1) -> None:
         self.data, self.mode, self.patch, self.batch_size, self.rng = data, mode, patch_size, batch_size, rng
         if resize_mix and data.resized is None:
             raise ValueError("resize_mix needs the data prepared with with_resized=True")
-        self.resize_mix = resize_mix
+        if batch_size < world:
+            raise SettingsError(f"batch size {batch_size} cannot be shared by {world} processes: the batch size is "
+                                f"the whole batch, split between them; use a batch size of at least {world}")
+        self.resize_mix, self.rank, self.world = resize_mix, rank, world
         self.index = np.repeat(np.arange(len(data)), data.weights)
+        if len(self) == 0:
+            raise DataError(f"an epoch has {len(self.index)} training patches, fewer than the {world} processes; "
+                            "start fewer processes or give more or larger images")
 
     def __len__(self) -> int:
         n = len(self.index)
         full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest >= 2 or (full == 0 and rest) else 0)
+        return full + (1 if rest >= max(2, self.world) or (full == 0 and rest >= self.world) else 0)
 
-    def epoch(self):
-        """Yield (images N x 3 x P x P float32, masks N x 1 x P x P float32) numpy batches."""
+    def epoch(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (images N x 3 x P x P float32, masks N x 1 x P x P float32) numpy batches (this
+        process's share of each batch in distributed training)."""
+        for images, masks, _ in self.shares():
+            yield images, masks
+
+    def shares(self) -> Iterator[tuple[np.ndarray, np.ndarray, Share]]:
+        """Like ``epoch``, with the ``Share`` of the batch each (images, masks) pair is."""
         order = self.rng.permutation(self.index)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self._batch(idx)
+            # As numpy.array_split: the first len(idx) % world processes take one pair more.
+            size, extra = divmod(len(idx), self.world)
+            share = Share(self.rank * size + min(self.rank, extra), size + (self.rank < extra), len(idx))
+            yield (*self._batch(idx, share), share)
 
-    def _batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _batch(self, idx: np.ndarray, share: Share) -> tuple[np.ndarray, np.ndarray]:
         p = self.patch
-        images = np.empty((len(idx), 3, p, p), np.float32)
-        masks = np.empty((len(idx), 1, p, p), np.float32)
+        images = np.empty((share.size, 3, p, p), np.float32)
+        masks = np.empty((share.size, 1, p, p), np.float32)
         for j, i in enumerate(idx):
+            # Every pair's draws are made, so all processes' generators stay in step.
             img, mask = self.data.images[i], self.data.masks[i]
             if self.resize_mix and self.rng.random() < self.resize_mix:
                 img, mask = self.data.resized[i]
@@ -316,6 +347,8 @@ class BatchSampler:
                 y = int(self.rng.integers(0, h - p + 1))
                 x = int(self.rng.integers(0, w - p + 1))
                 img, mask = img[:, y:y + p, x:x + p], mask[y:y + p, x:x + p]
-            images[j] = img  # broadcasts one grey channel to three
-            masks[j, 0] = mask
+            row = j - share.start
+            if 0 <= row < share.size:
+                images[row] = img  # broadcasts one grey channel to three
+                masks[row, 0] = mask
         return images, masks

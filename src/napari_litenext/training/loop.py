@@ -24,15 +24,15 @@ import torch
 from ..config import InferenceConfig
 from ..errors import DataError, TrainingError
 from ..network.checkpoint import load_checkpoint
-from ..network.device import resolve_device
 from ..network.model import LiteNeXt
 from .augment import augment_batch
 from .config import TrainConfig
-from .data import BatchSampler, Sample, prepare
+from .data import BatchSampler, Sample, Share, prepare
+from .distributed import Distributed
 from .losses import build_loss
 from .run_folder import HISTORY_FIELDS, RunFolder, RunState
 from .srp import SRP
-from .validation import validate, validation_images
+from .validation import validation_images
 
 __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "TrainingError", "train", "HISTORY_FIELDS"]
 
@@ -137,6 +137,9 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
         config: settings; ``TrainConfig()`` is the paper's recipe.
         should_stop: polled between steps; True ends the run after the current step.
 
+    Under torchrun the processes train together (``distributed``): ``batch_size`` is shared between
+    them and only rank 0 writes the output folder.
+
     Raises:
         DataError: unusable data (empty masks everywhere, patches larger than images, ...) or an
             output folder that already holds a model.
@@ -149,7 +152,8 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
     if not train_samples:
         raise DataError("no training pairs given")
     folder = RunFolder(cfg.output_dir, cfg.resume, cfg.overwrite)
-    device = resolve_device(cfg.device)
+    ddp = Distributed.start(cfg.device)
+    device = ddp.device
     torch.manual_seed(cfg.seed)  # before the new network's weights are drawn
     model = _starting_model(cfg, folder)
     inference = model.inference
@@ -162,16 +166,20 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
     train_set = prepare(train_samples, inference, cfg.mode, cfg.patch_size, cfg.max_patches_per_image,
                         with_resized=mix > 0)
     val_set = validation_images(val_samples or train_samples, cfg.mode, cfg.patch_size)
-    sampler = BatchSampler(train_set, cfg.mode, cfg.patch_size, cfg.batch_size, rng, resize_mix=mix)
+    sampler = BatchSampler(train_set, cfg.mode, cfg.patch_size, cfg.batch_size, rng, resize_mix=mix,
+                           rank=ddp.rank, world=ddp.world)
 
     model = model.to(device)
     srp = SRP(model, tau=cfg.loss.srp_tau).to(device) if cfg.loss.srp else None
     loss_fn = build_loss(cfg.loss).to(device)
     params = list(model.parameters()) + (list(srp.student_parameters()) if srp else [])
     optimiser = torch.optim.NAdam(params, lr=cfg.lr)
+    net = ddp.wrap(model, srp)
     amp = cfg.amp and device.type == "cuda"
 
-    state = folder.restore(model, srp, optimiser, rng, gen, inference, cfg) if cfg.resume else RunState()
+    # cfg lets restore rebuild a missing best.pt: a write, so rank 0's alone.
+    state = (folder.restore(model, srp, optimiser, rng, gen, inference, cfg if ddp.is_main else None)
+             if cfg.resume else RunState())
     best_state = None
     start_epoch = state.epoch
     steps_per_epoch = len(sampler)
@@ -193,13 +201,15 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
         sums = np.zeros(3)
         n_steps = 0
         epoch_start = time.perf_counter()
-        for step, (images, masks) in enumerate(sampler.epoch()):
+        for step, (images, masks, share) in enumerate(sampler.shares()):
             try:
-                losses = _step(model, srp, loss_fn, optimiser, images, masks, cfg, device, gen, amp)
+                losses = _step(model, net, srp, loss_fn, optimiser, images, masks, share, ddp.loss_scale(share),
+                               cfg, device, gen, amp)
             except torch.OutOfMemoryError:
                 raise TrainingError(f"out of memory on {device} at batch size {cfg.batch_size} and patch "
                                     f"{cfg.patch_size}: halve the batch size (or the patch size), or train "
                                     "on the CPU") from None
+            losses = ddp.batch_mean(losses, share)
             sums += losses
             n_steps += 1
             done_steps += 1
@@ -210,14 +220,14 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
                              loss_seg=float(losses[1]), loss_rep=float(losses[2]) if srp else None, lr=lr,
                              eta_s=elapsed / done_steps * remaining, elapsed_s=elapsed, device=str(device),
                              best_val_dice=state.best)
-            if should_stop is not None and should_stop():
+            if ddp.any(should_stop is not None and should_stop()):
                 stopped = True
                 break
         if n_steps == 0:
             break
         means = sums / n_steps
         last_epoch = stopped or epoch + 1 == cfg.epochs
-        val = validate(model, val_set) if (epoch + 1) % cfg.val_every == 0 or last_epoch else None
+        val = ddp.validate(model, val_set) if (epoch + 1) % cfg.val_every == 0 or last_epoch else None
         # Plain floats: numpy scalars would not pass the safe (weights_only) loader of last.pt.
         state.history.append({"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": float(lr),
                               "loss": float(means[0]), "loss_seg": float(means[1]),
@@ -229,7 +239,8 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
             state.best, state.best_epoch = val, epoch + 1
             if folder.path is None:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        folder.record(state, improved, model, srp, optimiser, inference, cfg, rng, gen)
+        if ddp.is_main:
+            folder.record(state, improved, model, srp, optimiser, inference, cfg, rng, gen)
         elapsed = time.perf_counter() - t0
         yield TrainEvent("epoch", epoch + 1, cfg.epochs, steps_per_epoch, steps_per_epoch,
                          (epoch + 1) * steps_per_epoch, total_steps, loss=float(means[0]),
@@ -241,6 +252,7 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
                              checkpoint=str(folder.best_path), device=str(device), elapsed_s=elapsed)
         if stopped:
             break
+    ddp.finish()
     ckpt = folder.best_checkpoint()
     kind = "stopped" if stopped else "done"
     best = state.best
@@ -255,29 +267,29 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
     return TrainResult(ckpt, best, state.best_epoch, state.history, stopped, str(device), model.eval(), cfg)
 
 
-def _step(model: LiteNeXt, srp: SRP | None, loss_fn, optimiser, images: np.ndarray, masks: np.ndarray,
-          cfg: TrainConfig, device: torch.device, gen: torch.Generator, amp: bool) -> np.ndarray:
+def _step(model: LiteNeXt, net: torch.nn.Module, srp: SRP | None, loss_fn, optimiser, images: np.ndarray,
+          masks: np.ndarray, share: Share, scale: float, cfg: TrainConfig, device: torch.device,
+          gen: torch.Generator, amp: bool) -> np.ndarray:
     x = torch.from_numpy(images).to(device, non_blocking=True)
     y = torch.from_numpy(masks).to(device, non_blocking=True)
+    rows = (share.start, share.total)
     if srp is not None:
         # Two independently augmented views of every patch, stacked [views a; views b].
-        xa, ya = augment_batch(x, y, cfg.augment, gen)
-        xb, yb = augment_batch(x, y, cfg.augment, gen)
+        xa, ya = augment_batch(x, y, cfg.augment, gen, rows)
+        xb, yb = augment_batch(x, y, cfg.augment, gen, rows)
         x, y = torch.cat([xa, xb]), torch.cat([ya, yb])
     else:
-        x, y = augment_batch(x, y, cfg.augment, gen)
+        x, y = augment_batch(x, y, cfg.augment, gen, rows)
     x = x.contiguous(memory_format=torch.channels_last)
     optimiser.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        feats = model.encode(x)
-        logits = model.decode(feats)
+        logits, rep = net(x)
         seg = loss_fn(logits.float(), y)
-        rep = srp.loss(feats[-1], x) if srp is not None else torch.zeros((), device=device)
         total = seg + cfg.loss.srp_lambda * rep
     if not torch.isfinite(total):
         raise TrainingError("the loss became NaN or infinite; lower the learning rate or check the images "
                             "for extreme values")
-    total.backward()
+    (total * scale).backward()
     optimiser.step()
     if srp is not None:
         srp.update_teacher(model)
