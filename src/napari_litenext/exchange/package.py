@@ -148,6 +148,7 @@ def read_package(path: str | os.PathLike):
     import torch
 
     from ..network.checkpoint import Checkpoint
+    from ..network.checkpoint_guard import check_archive, check_model_config, check_weights
 
     package = _Package(Path(path))
     meta = package.settings()
@@ -156,6 +157,9 @@ def read_package(path: str | os.PathLike):
     if meta.get(DIGEST_KEY) != settings_digest(meta, data):
         raise CheckpointError(f"{path}: the settings and weights fail their SHA-256 check: the package was "
                               "modified after export (edit settings with napari-litenext instead); export it again")
+    # A package is as untrusted as a checkpoint: the same checks before anything is built.
+    check_model_config(config.to_dict(), Path(path))
+    check_archive(Path(path), len(data), data)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:  # torch's zip reader and the safe unpickler raise many types
@@ -164,5 +168,6 @@ def read_package(path: str | os.PathLike):
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: the pytorch_state_dict weights hold a {type(state).__name__}, "
                               "not a state dict; export the package again")
+    check_weights(state, config, Path(path), len(data))
     # The checkpoint's digest, kept as the model's identity (recorded with every prediction).
     return Checkpoint(config, inference, card, state, {}, sha256)

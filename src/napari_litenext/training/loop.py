@@ -55,12 +55,12 @@ class TrainEvent:
     loss: float | None = None
     loss_seg: float | None = None
     loss_rep: float | None = None
+    elapsed_s: float = 0.0
     val_dice: float | None = None
     best_val_dice: float | None = None
+    device: str = ""
     lr: float | None = None
     eta_s: float | None = None
-    elapsed_s: float = 0.0
-    device: str = ""
     message: str = ""
     checkpoint: str | None = None
 
