@@ -268,3 +268,4 @@ def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(folders
         resumable = (out / "last.pt").exists() or (out / "best.pt").exists()
         _run(_command(folders, out, *(["--resume"] if resumable else [])), env)
         assert _fingerprint(out) == expected, f"killed at temporary file {nth_temp} + {delay:.3f} s"
+        assert not [p.name for p in out.iterdir() if p.name.endswith(".part")]

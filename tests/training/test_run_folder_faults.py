@@ -253,3 +253,22 @@ def test_real_full_disk_in_the_first_epoch_then_resume(small_disk, tmp_path, ref
     fillers[0].unlink()
     _train(out, resume=True)
     assert _fingerprint(out) == reference
+
+
+def test_a_killed_runs_temporary_files_are_cleared_and_nothing_else(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "run"
+    _train(out, epochs=1)
+    dead = [out / ".last.pt.k1ll3d_a.part", out / ".best.pt.k1ll3d_b.part", out / ".history.csv.k1ll3d_c.part"]
+    for path in dead:
+        path.write_bytes(b"PK\x03\x04 left by a kill -9")
+    live = out / ".last.pt.l1ve0000.part"  # another process is writing it: held, so kept
+    live.write_bytes(b"in progress")
+    others = [out / "notes.txt", out / ".image.png.k1ll3d_d.part"]  # not this run's files
+    for path in others:
+        path.write_text("the user's")
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _train(out, epochs=2, resume=True)
+    assert not any(path.exists() for path in dead)
+    assert live.exists() and all(path.read_text() == "the user's" for path in others)

@@ -31,7 +31,7 @@ import torch
 from .. import __version__
 from ..config import InferenceConfig, ModelCard
 from ..errors import CheckpointError, DataError, TrainingError
-from ..io.files import atomic_write
+from ..io.files import atomic_write, remove_stale
 from ..network.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..network.model import LiteNeXt
 from .config import TrainConfig
@@ -110,6 +110,9 @@ class RunFolder:
         if resume and not existing:
             raise DataError(f"cannot resume: {self.path} holds neither last.pt nor best.pt (a run stopped "
                             "before its first epoch ended saves nothing); start the run again without resuming")
+        # Temporary files of a run killed while writing (no live process holds them): this run's
+        # files-to-be, so this run clears them.
+        remove_stale(self.path, targets=lambda name: name in RUN_FILES)
 
     @property
     def best_path(self) -> Path:
@@ -214,7 +217,8 @@ class RunFolder:
 
         Raises:
             TrainingError: a file cannot be written (full disk, no permission); the message says
-                which, and what resuming will continue from.
+                which, and what resuming will continue from. Its ``resumable`` attribute is True
+                when the folder holds a run to resume (the command line then names ``--resume``).
         """
         if self.path is None:
             return
