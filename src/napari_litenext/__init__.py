@@ -23,6 +23,7 @@ _LAZY = {
     "segment": "inference.predict",
     "predict_blocks": "inference.scale",
     "predict_many": "inference.scale",
+    "predict_files": "inference.batch",
     "SliceSegmenter": "inference.browse",
     "Prediction": "inference.predict",
     "postprocess": "inference.postprocess",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .inference.evaluate import evaluate
     from .network.model import LiteNeXt
     from .inference.postprocess import postprocess
+    from .inference.batch import predict_files
     from .inference.browse import SliceSegmenter
     from .inference.predict import Prediction, predict, segment
     from .inference.scale import predict_blocks, predict_many

@@ -1,45 +1,30 @@
 """``napari-litenext predict``: segment image files, one label TIFF per input.
 
-All outputs are planned and checked before any work starts (an existing file is never replaced
-without ``--overwrite``), and an input that cannot be read or segmented is reported on one line
-while the others go on; the exit status is then 1.
+The argparse front end of ``inference.batch.predict_files``, which does the work (the Segment
+widget's folder source runs the same generator): outputs are planned and checked before any work
+starts (an existing file is never replaced without ``--overwrite``), and an input that cannot be
+read or segmented is reported on one line while the others go on; the exit status is then 1.
 
-An image's files (labels, and probabilities and overlay when asked for) are its output set. They
-are written under hidden temporary names and flushed to the disk, then named together while the
-output folder is locked (``io.files.publish``): another run sees all of them or none, a name that
-another run took meanwhile is never replaced (the kernel decides, when the name is taken), and
-nothing is ever removed that this run did not write. A kill leaves an image with no files or a
-complete set (the next run into the folder completes a set whose naming was cut short) plus
-hidden leftovers that the next run removes. Each file records its set (``output_set`` in its
-metadata), which is how ``--skip-existing`` tells complete sets from interrupted or foreign files.
+An image's files (labels, and probabilities and overlay when asked for) are its output set,
+named together or not at all (``inference.batch_outputs``): another run sees all of them or none,
+a name that another run took meanwhile is never replaced, and nothing is ever removed that this
+run did not write. A kill leaves an image with no files or a complete set plus hidden leftovers
+that the next run removes; ``--skip-existing`` tells complete sets from interrupted or foreign files.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import sys
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import MODES
-from ..errors import LiteNeXtError
+from ..inference.batch import LOW_MEMORY_FILE_BYTES
 from . import predict_scale
 from ..network.registry import DEFAULT_MODEL
 
 __all__ = ["add_parser", "run", "DEFAULT_MODEL", "LOW_MEMORY_FILE_BYTES"]
-
-#: Input files larger than this are segmented as with ``--low-memory``.
-LOW_MEMORY_FILE_BYTES = 1 << 30
-# name endings of the labels, probabilities and overlay
-_SUFFIXES = ("_labels.tif", "_prob.tif", "_overlay.png")
-# PNG text chunk of an overlay holding the settings (a TIFF holds them in its description)
-_PNG_KEY = "napari-litenext"
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``predict`` subcommand."""
@@ -94,6 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Run ``predict``; returns 0, or 1 when some inputs failed (each reported on one line)."""
     from . import CliError
+    from ..inference.batch import predict_files
     from ..io.images import list_images
 
     _check_numbers(args, CliError)
@@ -106,51 +92,120 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.output).expanduser()
     if outdir.exists() and not outdir.is_dir():
         raise CliError(f"--output {outdir} is a file; give a folder")
-    plans = _plan_outputs(files, outdir, args, CliError)
-    if outdir.is_dir():
-        _tidy(outdir, args)
-    if not args.overwrite:
-        _refuse_clashes(plans, args, CliError)
-    model, model_name = _load(args, CliError)
-    return _run_all(files, plans, model, model_name, args)
+    job = predict_files(files, outdir, lambda: _load(args, CliError)[0], options=segment_options(args),
+                        model_source=str(args.model or DEFAULT_MODEL), overwrite=args.overwrite,
+                        skip_existing=args.skip_existing, probabilities=args.probabilities, overlay=args.overlay,
+                        low_memory=args.low_memory, low_memory_bytes=LOW_MEMORY_FILE_BYTES)
+    with _Bars(args.quiet, len(files)) as bars:
+        result = _as_cli_errors(job, bars.show, args, CliError)
+    if not args.quiet:
+        kept = f"; {len(result.skipped)} kept, their outputs being complete" if result.skipped else ""
+        print(f"napari-litenext: segmented {len(result.written)} of {len(files)} image(s) into {args.output}{kept}",
+              file=sys.stderr)
+    if result.failed:
+        names = ", ".join(p.name for p, _ in result.failed[:10]) + (" ..." if len(result.failed) > 10 else "")
+        print(f"napari-litenext: error: {len(result.failed)} of {len(files)} input(s) failed: {names}",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
-def _tidy(outdir: Path, args: argparse.Namespace) -> None:
-    """Complete a set a killed run was naming; remove temporary files and work folders of dead runs."""
-    from ..io.files import folder_lock, remove_stale
+def _as_cli_errors(job: Any, show: Any, args: argparse.Namespace, CliError: type) -> Any:
+    """Run the batch; its refusals of existing outputs are reported in the options' words."""
+    from ..inference.batch import OutputsExist, SameOutputName
+    from ..progress import run_to_end
 
-    with folder_lock(outdir) as completed:
-        removed = remove_stale(outdir, targets=_is_output_name)
-    if args.quiet:
-        return
-    if completed:
-        print(f"napari-litenext: note: completed the output set that an interrupted run was writing "
-              f"({', '.join(completed)})", file=sys.stderr)
-    if removed:
-        print(f"napari-litenext: note: removed {len(removed)} temporary file(s) or folder(s) left in "
-              f"{outdir} by interrupted runs", file=sys.stderr)
+    try:
+        return run_to_end(job, show)
+    except SameOutputName as exc:
+        raise CliError(_same_name_message(exc)) from None
+    except OutputsExist as exc:
+        raise CliError(_clash_message(exc.paths, args.skip_existing)) from None
 
 
-def _is_output_name(name: str) -> bool:
-    from ..io.files import JOURNAL
+class _Bars:
+    """tqdm bars: one over the images (several files), one for the file being segmented; notes and errors."""
 
-    return name.endswith(_SUFFIXES) or name == JOURNAL
+    def __init__(self, quiet: bool, count: int) -> None:
+        self.quiet, self.count, self.outer = quiet, count, not quiet and count > 1
+        self.images: Any = None  # opened with the first image, so that loading errors come alone
+        self.file_bar: Any = None
+        self.stage = ""
+
+    def show(self, event: Any) -> None:
+        from tqdm import tqdm
+
+        if event.stage == "tidy":
+            if not self.quiet:
+                print(f"napari-litenext: note: {event.message}", file=sys.stderr)
+        elif event.stage == "note":
+            tqdm.write(f"napari-litenext: note: {event.message}", file=sys.stderr)
+        elif event.stage == "images":
+            self._close_file_bar()
+            if event.outcome == "failed":
+                tqdm.write(f"napari-litenext: error: {event.message}", file=sys.stderr)
+            self._images().update(event.done - self.images.n)
+        elif event.file is not None:
+            self._images()
+            self._file_event(event)
+
+    def _images(self) -> Any:
+        from tqdm import tqdm
+
+        if self.images is None:
+            self.images = tqdm(total=self.count, desc="images", unit="image", file=sys.stderr,
+                               disable=not self.outer, position=0, dynamic_ncols=True)
+        return self.images
+
+    def _file_event(self, event: Any) -> None:
+        from tqdm import tqdm
+
+        name = event.file.name
+        if self.file_bar is None:
+            self.file_bar = tqdm(desc=name, unit="step", file=sys.stderr, disable=self.quiet,
+                                 position=1 if self.outer else 0, leave=False, dynamic_ncols=True)
+            self.stage = ""
+        if event.stage != self.stage:
+            self.stage = event.stage
+            self.file_bar.reset(total=event.total)
+            self.file_bar.set_description(f"{name} {event.stage}")
+        self.file_bar.n = event.done
+        self.file_bar.refresh()
+
+    def _close_file_bar(self) -> None:
+        if self.file_bar is not None:
+            self.file_bar.close()
+            self.file_bar = None
+
+    def __enter__(self) -> "_Bars":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close_file_bar()
+        if self.images is not None:
+            self.images.close()
 
 
-def _refuse_clashes(plans: dict[Path, dict[str, Path]], args: argparse.Namespace, CliError: type) -> None:
-    if args.skip_existing:
-        clashes = [p for outputs in plans.values() for p in _set_state(outputs).conflicting]
+def _clash_message(clashes: list[Path], skip_existing: bool) -> str:
+    if skip_existing:
         why = "exist and are neither complete outputs for these options nor outputs a killed run left incomplete"
         fix = "pass --overwrite to replace them or choose another --output"
     else:
-        clashes = [p for outputs in plans.values() for p in outputs.values() if os.path.lexists(p)]
         why = "already exist"
         fix = ("pass --overwrite to replace them, --skip-existing to keep complete outputs and do the rest, "
                "or choose another --output")
-    if clashes:
-        more = f" and {len(clashes) - 4} more" if len(clashes) > 4 else ""
-        shown = ", ".join(str(p) for p in clashes[:4]) + more
-        raise CliError(f"{len(clashes)} output file(s) {why} ({shown}); {fix}")
+    more = f" and {len(clashes) - 4} more" if len(clashes) > 4 else ""
+    shown = ", ".join(str(p) for p in clashes[:4]) + more
+    return f"{len(clashes)} output file(s) {why} ({shown}); {fix}"
+
+
+def _refuse_clashes(plans: dict[Path, dict[str, Path]], args: argparse.Namespace, CliError: type) -> None:
+    from ..inference.batch import OutputsExist, check_outputs
+
+    try:
+        check_outputs(plans, skip_existing=args.skip_existing)
+    except OutputsExist as exc:
+        raise CliError(_clash_message(exc.paths, args.skip_existing)) from None
 
 
 def segment_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -173,23 +228,17 @@ def _check_numbers(args: argparse.Namespace, CliError: type) -> None:
 
 def _plan_outputs(files: list[Path], outdir: Path, args: argparse.Namespace,
                   CliError: type) -> dict[Path, dict[str, Path]]:
-    from ..io.images import output_stem
+    from ..inference.batch import SameOutputName, plan_outputs
 
-    plans: dict[Path, dict[str, Path]] = {}
-    owner: dict[str, Path] = {}
-    for f in files:
-        stem = output_stem(f)
-        if stem in owner:
-            raise CliError(f"{owner[stem]} and {f} would both write {stem}_labels.tif; "
-                           "segment them into different --output folders or rename one")
-        owner[stem] = f
-        outputs = {"labels": outdir / f"{stem}{_SUFFIXES[0]}"}
-        if args.probabilities:
-            outputs["probabilities"] = outdir / f"{stem}{_SUFFIXES[1]}"
-        if args.overlay:
-            outputs["overlay"] = outdir / f"{stem}{_SUFFIXES[2]}"
-        plans[f] = outputs
-    return plans
+    try:
+        return plan_outputs(files, outdir, probabilities=args.probabilities, overlay=args.overlay)
+    except SameOutputName as exc:
+        raise CliError(_same_name_message(exc)) from None
+
+
+def _same_name_message(exc: Any) -> str:
+    return (f"{exc.first} and {exc.second} would both write {exc.stem}_labels.tif; "
+            "segment them into different --output folders or rename one")
 
 
 def _load(args: argparse.Namespace, CliError: type):
@@ -227,82 +276,13 @@ def _onnx_model(source: str):
         return load_onnx(export_onnx(source, Path(folder) / "model.onnx"))
 
 
-class OutputTaken(LiteNeXtError):
-    """Another run took an output name of this image meanwhile; nothing of the image was kept."""
-
-
-def _run_all(files: list[Path], plans: dict[Path, dict[str, Path]], model, model_name: str,
-             args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .. import __version__
-    from ..io.images import ImageReadError
-    from ..inference.preprocess import InputError
-
-    failures: list[Path] = []
-    skipped: list[Path] = []
-    outer = not args.quiet and len(files) > 1
-    bar = tqdm(files, desc="images", unit="image", file=sys.stderr, disable=not outer, position=0,
-               dynamic_ncols=True)
-    for f in bar:
-        if args.skip_existing and _set_state(plans[f]).kind == "complete":
-            skipped.append(f)
-            continue
-        try:
-            with _workdir(f, args) as workdir:
-                image, prediction = _segment_one(f, model, args, position=1 if outer else 0, workdir=workdir)
-                settings = dict(prediction.settings, source=f.name, model_source=model_name,
-                                software=f"napari-litenext {__version__}")
-                if not _write_outputs(f, plans[f], image, prediction, settings, args):
-                    skipped.append(f)  # --skip-existing: another run completed it meanwhile
-                del image, prediction  # release the memory maps before their folder is removed
-        except (ImageReadError, InputError, MemoryError, OSError, OutputTaken) as exc:
-            # OSError: an output could not be written (disk full, permissions); the others may be
-            failures.append(f)
-            text = str(exc) or ("not enough memory" if isinstance(exc, MemoryError) else type(exc).__name__)
-            tqdm.write(f"napari-litenext: error: {text if str(f) in text else f'{f}: {text}'}", file=sys.stderr)
-    bar.close()
-    done = len(files) - len(failures) - len(skipped)
-    if not args.quiet:
-        kept = f"; {len(skipped)} kept, their outputs being complete" if skipped else ""
-        print(f"napari-litenext: segmented {done} of {len(files)} image(s) into {args.output}{kept}",
-              file=sys.stderr)
-    if failures:
-        names = ", ".join(p.name for p in failures[:10]) + (" ..." if len(failures) > 10 else "")
-        print(f"napari-litenext: error: {len(failures)} of {len(files)} input(s) failed: {names}",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-@contextlib.contextmanager
-def _workdir(path: Path, args: argparse.Namespace):
-    """A hidden, locked work folder in --output for a low-memory run (removed afterwards), else None."""
-    from ..io.files import claimed_folder
-
-    try:
-        large = path.stat().st_size > LOW_MEMORY_FILE_BYTES
-    except OSError:
-        large = False  # reading the file reports the problem
-    if not (args.low_memory or large):
-        yield None
-        return
-    # In --output, not /tmp: it is where the user expects disk to be used, and /tmp is often RAM.
-    # Locked while in use, so that a later run removes it only if this process died.
-    with claimed_folder(Path(args.output).expanduser()) as folder:
-        yield folder
-
-
 def _segment_one(path: Path, model, args: argparse.Namespace, position: int = 0, workdir: str | None = None):
+    """Read and segment one file with a progress bar (a cluster task's step); the image and the Prediction."""
     from tqdm import tqdm
 
-    from ..inference.predict import segment
-    from ..io.images import read_image_with_axes
+    from ..inference.batch import segment_file
     from ..progress import run_to_end
 
-    image, file_axes = read_image_with_axes(path, memory_map=workdir is not None)
-    axes = args.axes or file_axes
-    gen = segment(image, model, **dict(segment_options(args), axes=axes), workdir=workdir)
     bar = tqdm(desc=path.name, unit="step", file=sys.stderr, disable=args.quiet, position=position, leave=False,
                dynamic_ncols=True)
     stage: list[str] = []
@@ -316,197 +296,6 @@ def _segment_one(path: Path, model, args: argparse.Namespace, position: int = 0,
         bar.refresh()
 
     try:
-        return image, run_to_end(gen, show)
+        return run_to_end(segment_file(path, model, segment_options(args), workdir), show)
     finally:
         bar.close()
-
-
-def _write_outputs(source: Path, outputs: dict[str, Path], image, prediction, settings: dict,
-                   args: argparse.Namespace) -> bool:
-    """Write the output set of one input, all files or none (see the module's docstring).
-
-    Returns:
-        False when ``--skip-existing`` found the set completed by another run meanwhile (this
-        run's files are dropped), else True.
-
-    Raises:
-        OutputTaken: without ``--overwrite``, another run took a name meanwhile; nothing was kept.
-        OSError: a file could not be written (full disk ...); nothing was kept.
-    """
-    from ..io.files import folder_lock
-    from ..io.images import stage_png, stage_tiff
-    from ..inference.postprocess import overlay
-
-    kinds = list(outputs)
-    if "overlay" in outputs and prediction.labels.ndim != 2:
-        from tqdm import tqdm
-
-        kinds.remove("overlay")
-        tqdm.write(f"napari-litenext: note: no overlay for stack {outputs['labels'].name[:-11]} "
-                   f"(overlays are drawn for 2D images only)", file=sys.stderr)
-    meta = dict(settings, output_set={"id": uuid.uuid4().hex, "files": [outputs[k].name for k in kinds],
-                                      "planned": [p.name for p in outputs.values()]})
-    staged = []
-    try:
-        for kind in kinds:
-            path = outputs[kind]
-            try:
-                if kind == "labels":
-                    staged.append(stage_tiff(path, prediction.labels, metadata=meta))
-                elif kind == "probabilities":
-                    # float maps gain little from zlib and are slow to compress when huge
-                    staged.append(stage_tiff(path, prediction.probabilities, metadata=meta, compress=False))
-                else:
-                    picture = overlay(_display_image(image, settings), prediction.labels)
-                    staged.append(stage_png(path, picture, text={_PNG_KEY: json.dumps(meta, sort_keys=True)}))
-            except OSError as exc:
-                raise _write_error(source, path, exc) from None
-        with folder_lock(outputs["labels"].parent):
-            return _claim(source, outputs, staged, args)
-    finally:
-        for s in staged:
-            s.discard()
-
-
-def _claim(source: Path, outputs: dict[str, Path], staged: list, args: argparse.Namespace) -> bool:
-    """Name the staged files as the options say; called with the output folder locked."""
-    from ..io.files import publish
-
-    if args.overwrite:
-        publish(staged, replace=True)
-        return True
-    replace: list[Path] = []
-    if args.skip_existing:
-        state = _set_state(outputs)
-        if state.kind == "complete":
-            return False
-        if state.kind == "conflict":
-            raise OutputTaken(_taken(source, state.conflicting[0]))
-        replace = state.present  # files of an interrupted set: this run completes it
-    try:
-        publish(staged, replace=replace)
-    except FileExistsError as exc:
-        raise OutputTaken(_taken(source, Path(exc.filename or outputs["labels"]))) from None
-    return True
-
-
-def _taken(source: Path, path: Path) -> str:
-    return (f"{source}: {path} was written meanwhile by another run and is kept; nothing of {source.name} "
-            "was written by this run (--overwrite replaces it, --skip-existing keeps complete outputs)")
-
-
-def _write_error(source: Path, path: Path, exc: OSError) -> OSError:
-    """One line naming the input and the file, in words for a full disk."""
-    import errno
-    import shutil
-
-    reason = exc.strerror or str(exc)
-    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    if exc.errno is None:  # numpy/tifffile report a short write as "N requested and M written"
-        with contextlib.suppress(OSError):
-            full = shutil.disk_usage(path.parent).free < (1 << 20)
-    if full:
-        reason = "no space left on the disk"
-    err = OSError(exc.errno, f"{source}: cannot write {path}: {reason}; nothing of {source.name} was kept")
-    err.strerror = err.args[1]
-    return err
-
-
-@dataclass
-class _SetState:
-    """What is on disk under an input's planned output names."""
-
-    kind: str  #: "absent", "complete", "interrupted" (files of a set whose naming did not finish) or "conflict"
-    present: list[Path] = field(default_factory=list)  #: planned names that exist
-
-    @property
-    def conflicting(self) -> list[Path]:
-        return self.present if self.kind == "conflict" else []
-
-
-_LEGACY = "legacy"  # an output of predict from before output sets were recorded
-
-
-def _set_state(outputs: dict[str, Path]) -> _SetState:
-    """Whether the planned files are absent, a complete set, an interrupted set, or something else.
-
-    Complete: the labels file and every planned file of its set are present, readable (headers and
-    data extents checked) and of that one set, and the set was planned with at least these files.
-    Interrupted: every present file belongs to one set, some of whose files are missing.
-    Files from an older version count as complete when all planned files are present and readable.
-    """
-    present = [p for p in outputs.values() if os.path.lexists(p)]
-    if not present:
-        return _SetState("absent")
-    info = {p: _set_info(p) for p in present}
-    names = {p.name for p in outputs.values()}
-    if len(present) == len(outputs) and all(i == _LEGACY for i in info.values()):
-        return _SetState("complete", present)
-    labels = info.get(outputs["labels"])
-    if isinstance(labels, dict) and names <= set(labels["planned"]):
-        members = [p for p in outputs.values() if p.name in labels["files"]]
-        if all(isinstance(info.get(p), dict) and info[p]["id"] == labels["id"] for p in members):
-            return _SetState("complete", present)
-    ids = {i["id"] if isinstance(i, dict) else None for i in info.values()}
-    if len(ids) == 1 and None not in ids:
-        one = next(iter(info.values()))
-        folder = outputs["labels"].parent
-        if not all(os.path.lexists(folder / n) for n in one["files"]):
-            return _SetState("interrupted", present)
-    return _SetState("conflict", present)
-
-
-def _set_info(path: Path) -> dict | str | None:
-    """The ``output_set`` recorded in an output of predict, ``_LEGACY`` for an older one, else None.
-
-    None also for a file that cannot be read or is shorter than its headers say.
-    """
-    try:
-        if path.suffix.lower() == ".png":
-            from PIL import Image
-
-            with Image.open(path) as img:
-                text = img.text.get(_PNG_KEY)  # decodes the image: a damaged file fails here
-        else:
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                text = tif.pages[0].description
-                size = tif.filehandle.size
-                for page in tif.pages:
-                    if any(o + n > size for o, n in zip(page.dataoffsets, page.databytecounts)):
-                        return None
-        meta = json.loads(text)
-    except Exception:  # any library's error for a damaged or foreign file
-        return None
-    if not isinstance(meta, dict) or not str(meta.get("software", "")).startswith("napari-litenext"):
-        return None
-    found = meta.get("output_set")
-    if found is None:
-        return _LEGACY
-    try:
-        if (isinstance(found["id"], str) and all(isinstance(n, str) for n in found["files"])
-                and all(isinstance(n, str) for n in found["planned"])):
-            return found
-    except (KeyError, TypeError):
-        pass
-    return None
-
-
-def _display_image(image, settings: dict, rows_per_chunk: int = 1024):
-    """The segmented pixels as uint8 (grayscale or RGB), scaled by the model's intensity range."""
-    import numpy as np
-
-    from ..inference.preprocess import apply_range, select_channels
-
-    axes = settings["input_axes"]  # a 2D result: Y, X and maybe C, in any order
-    image = image.transpose([axes.index(a) for a in "YXC" if a in axes])
-    pixels = select_channels(image, settings["channel"])
-    lo, hi = settings["value_range"]
-    out = np.empty(pixels.shape, dtype=np.uint8)
-    for r0 in range(0, pixels.shape[0], rows_per_chunk):
-        chunk = apply_range(pixels[r0:r0 + rows_per_chunk], lo, hi)
-        chunk *= 255.0
-        chunk += 0.5
-        out[r0:r0 + rows_per_chunk] = chunk.astype(np.uint8)
-    return out

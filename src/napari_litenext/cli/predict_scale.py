@@ -169,6 +169,7 @@ def _file_task(args: argparse.Namespace, model_source: str, item: tuple[Path, di
     from .. import __version__
     from . import predict as cli_predict
     from ..errors import LiteNeXtError
+    from ..inference.batch_outputs import write_output_set
     from ..inference.distributed import worker_model
 
     path, outputs = item
@@ -177,7 +178,8 @@ def _file_task(args: argparse.Namespace, model_source: str, item: tuple[Path, di
         image, prediction = cli_predict._segment_one(path, model, args)
         settings = dict(prediction.settings, source=path.name, model_source=model_source,
                         software=f"napari-litenext {__version__}")
-        cli_predict._write_outputs(path, outputs, image, prediction, settings, args)
+        write_output_set(path, outputs, image, prediction, settings, overwrite=args.overwrite,
+                         skip_existing=args.skip_existing)
         return None
     except (LiteNeXtError, MemoryError, OSError) as exc:
         text = str(exc) or type(exc).__name__
