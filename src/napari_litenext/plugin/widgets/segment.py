@@ -28,6 +28,7 @@ from ._common import FILE_CHOICE, LayerChoices, ModelValues, RunStopper, load_mo
     report_error, resolve_model_choice, status_label
 from ._export import ask_export_path, export_from
 from ._outputs import put_labels, put_probabilities
+from ._segment_folder import FolderSource
 from ._segment_settings import MODEL_FIELDS, NO_CHANNEL_AXIS, SETTINGS_OPTIONS, axes_with_channel, \
     channel_axis_choices, segment_settings
 from ._layers import full_resolution, layer_axes, output_geometry
@@ -70,9 +71,10 @@ class SegmentWidget(QWidget):
         self.status = status_label(2)
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
         picker = Container(widgets=[self.image, self.channel_axis, self.channel])
+        self.folder = FolderSource(self)  # the "folder" source: a folder of files into an output folder
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        for widget in (picker, self.settings, buttons, self.export_button, self.status):
+        for widget in (self.folder.container, picker, self.settings, buttons, self.export_button, self.status):
             layout.addWidget(widget.native)
         layout.addStretch(1)
 
@@ -178,6 +180,9 @@ class SegmentWidget(QWidget):
         """Segment the chosen image with the chosen model in a thread worker."""
         if self.running:
             show_info("LiteNeXt: a segmentation is already running; cancel it first")
+            return
+        if self.folder.active:
+            self.folder.run()
             return
         layer = self.image.value
         if layer is None:
