@@ -101,6 +101,7 @@ def test_preprocessing_steps_follow_the_normalisation(normalisation, dtype, inve
 
 def test_round_trip_of_every_weight_format(package):
     model, path = package
+    torch.manual_seed(0)
     x = torch.rand(2, 3, 48, 80)
     expected = logits(model, x)
 
@@ -233,6 +234,9 @@ def test_bundled_models_pass_the_zoo_test_and_round_trip(name, tmp_path, offline
     assert result["status"] == "passed", result["failures"]
     original, loaded = load_model(name, device="cpu"), load_model(path, device="cpu")
     assert loaded.sha256 == original.sha256 and loaded.inference == original.inference
+    # A fixed input: ONNX Runtime's float32 rounding differs from torch's by 5e-6 to 9e-6 here
+    # (torch's own float32 logits are off their float64 values by as much), close to the limit.
+    torch.manual_seed(0)
     x = torch.rand(1, 3, 64, 96)
     expected = logits(original, x)
     assert (logits(loaded, x) - expected).abs().max().item() <= ROUND_TRIP_TOLERANCE
