@@ -36,6 +36,10 @@ _LAZY = {
     "ModelCard": "config",
     "save_checkpoint": "network.checkpoint",
     "load_checkpoint": "network.checkpoint",
+    "export_bioimageio": "exchange.bioimageio",
+    "export_onnx": "exchange.onnx",
+    "load_onnx": "exchange.onnx",
+    "LossConfig": "training.config",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -51,6 +55,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .inference.predict import Prediction, predict, segment
     from .inference.scale import predict_blocks, predict_many
     from .network.registry import bundled_models, load_model
+    from .exchange.bioimageio import export_bioimageio
+    from .exchange.onnx import export_onnx, load_onnx
+    from .training.config import LossConfig
     from .training.loop import TrainConfig, train
 
 
