@@ -31,7 +31,6 @@ import pytest
 import tifffile
 from PIL import Image
 
-import napari_litenext.cli.predict as cli_predict
 from napari_litenext.cli import main
 
 SUFFIXES = {"labels": "_labels.tif", "probabilities": "_prob.tif", "overlay": "_overlay.png"}
@@ -223,10 +222,12 @@ def test_two_concurrent_runs_replace_mix_and_lose_nothing(batch, random_checkpoi
     shutil.copytree(batch, other)
     out = tmp_path / "out"
     barrier = threading.Barrier(2, timeout=60)
-    segment_one, imwrite = cli_predict._segment_one, tifffile.imwrite
+    import napari_litenext.inference.batch as batch_module
+
+    segment_file, imwrite = batch_module.segment_file, tifffile.imwrite
 
     def in_step(*args, **kwargs):
-        result = segment_one(*args, **kwargs)
+        result = yield from segment_file(*args, **kwargs)
         with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait()
         return result
@@ -235,7 +236,7 @@ def test_two_concurrent_runs_replace_mix_and_lose_nothing(batch, random_checkpoi
         time.sleep(0.1)
         return imwrite(*args, **kwargs)
 
-    monkeypatch.setattr(cli_predict, "_segment_one", in_step)
+    monkeypatch.setattr(batch_module, "segment_file", in_step)
     monkeypatch.setattr(tifffile, "imwrite", slow_imwrite)
     runs = {"0.3": batch, "0.7": other}
     codes = {}
