@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .blocks import EIGHT, FOUR, Block, BlockSlice, box_pixels, crop_box, overlap, union_box
-from .postprocess import MAX_SPLIT_PIXELS, split_instances
+from .postprocess import MAX_SPLIT_PIXELS, continue_ids, split_instances
 
 __all__ = ["MergePlan", "plan_merge", "finish_block"]
 
@@ -200,9 +200,7 @@ def plan_merge(blocks: list[Block], infos: dict[tuple[int, int], BlockSlice], he
             xs = slice(part[1].start + block.x0 - crop[2], part[1].stop + block.x0 - crop[2])
             mask[ys, xs] |= np.isin(region, ids)
         pieces = split_instances(mask, min_size=min_size)
-        count = int(pieces.max(initial=0))
-        pieces[pieces > 0] += next_id - 1
-        next_id += count
+        next_id = continue_ids(pieces, next_id)
         for key, ids in by_block.items():
             for i in ids:
                 plan.values[key][i] = 0  # overwritten by the split crop where the object is

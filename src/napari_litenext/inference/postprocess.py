@@ -26,7 +26,7 @@ from ..config import check_threshold
 from ..progress import run_to_end
 from .stitch import stitch_as_configured
 
-__all__ = ["postprocess", "relabel", "postprocess_stack", "postprocess_slice", "split_instances", "remove_small", "overlay", "MAX_SPLIT_PIXELS"]
+__all__ = ["postprocess", "continue_ids", "relabel", "postprocess_stack", "postprocess_slice", "split_instances", "remove_small", "overlay", "MAX_SPLIT_PIXELS"]
 
 # Minimum depth (pixels of distance) of a distance-transform maximum to seed its own instance; the
 # depth grows with the object's size (fraction of its largest inscribed radius) so that the
@@ -87,6 +87,21 @@ def relabel(probabilities: np.ndarray, stack_axes: str, inference: Any) -> np.nd
     return labels
 
 
+def continue_ids(labels: np.ndarray, next_id: int) -> int:
+    """Shift the ids 1..n of ``labels`` (in place) to ``next_id``..``next_id + n - 1``.
+
+    Slices (or groups of slices, or blocks) are numbered from 1 on their own; shifting each by
+    the ids used before it keeps ids unique across a stack.
+
+    Returns:
+        The next free id.
+    """
+    n = int(labels.max(initial=0))
+    if next_id > 1 and n:
+        labels[labels > 0] += next_id - 1
+    return next_id + n
+
+
 def postprocess_stack(probabilities: np.ndarray, out: np.ndarray, threshold: float, instances: bool,
                       min_size: int, fill_holes: bool = True) -> Iterator[int]:
     """``postprocess`` into ``out``, one 2D slice at a time, yielding each finished slice's index.
@@ -107,11 +122,7 @@ def postprocess_stack(probabilities: np.ndarray, out: np.ndarray, threshold: flo
     for index, (prob, dst) in enumerate(zip(flat_in, flat_out)):
         postprocess_slice(prob, threshold, instances, min_size, fill_holes, out=dst)
         if instances:
-            # Slices are numbered 1..n on their own; shifting them keeps ids unique in the stack.
-            n = int(dst.max(initial=0))
-            if next_id > 1 and n:
-                dst[dst > 0] += next_id - 1
-            next_id += n
+            next_id = continue_ids(dst, next_id)
         yield index
 
 

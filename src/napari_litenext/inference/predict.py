@@ -27,7 +27,7 @@ from ..progress import Progress, run_to_end
 from .layout import MIN_IMAGE_SIZE, arrange, infer_axes
 from . import lazy
 from .lazy import is_lazy
-from .postprocess import postprocess_stack
+from .postprocess import continue_ids, postprocess_stack
 from .preprocess import InputError, to_network_input
 from .resize import resize_bilinear
 from .stitch import stitch_as_configured
@@ -183,7 +183,8 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
             settings.update(input_size=size)
             per_batch = _batch_limit(batch_size, (size, size), dev)
             unit, total = "slices", len(slices)
-        done = post_done = id_offset = 0
+        done = post_done = 0
+        next_id = 1
         for first, end in sink.groups():
             probabilities, _ = sink.buffers(first, end)
             group = slices[first:end]
@@ -215,11 +216,7 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
                 post_done += 1
                 yield Progress("postprocess", post_done, len(slices), f"post-processed {post_done}/{len(slices)}")
             if inference.instances:
-                # Each group is numbered from 1; shifting keeps ids unique across the stack.
-                count = int(labels.max(initial=0))
-                if id_offset and count:
-                    labels[labels > 0] += id_offset
-                id_offset += count
+                next_id = continue_ids(labels, next_id)  # each group is numbered from 1
             sink.commit(first, end, probabilities, labels)
         probabilities, labels = sink.result()
         if stitch_as_configured(store.labels if store is not None else labels, stack_axes, inference):
