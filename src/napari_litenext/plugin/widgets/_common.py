@@ -12,7 +12,7 @@ from qtpy.QtCore import QEvent, QObject
 
 __all__ = ["status_label", "FILE_CHOICE", "SCRATCH_CHOICE", "DEVICES", "model_choices", "resolve_model_choice",
            "error_text", "report_error", "LayerChoices", "load_model_cached", "clear_model_cache", "RunStopper",
-           "ModelValues"]
+           "ModelValues", "start_run"]
 
 #: Model picker entry that shows a file field.
 FILE_CHOICE = "<file>"
@@ -197,6 +197,14 @@ class RunStopper(QObject):
         self._current["event"] = event
         return event, event.is_set
 
+    def stop_current(self, button: Any, status: Any, message: str) -> None:
+        """Ask the current run to stop: set its event, disable ``button`` (Stop/Cancel), show ``message``."""
+        event = self._current["event"]
+        if event is not None:
+            event.set()
+        button.enabled = False
+        status.value = message
+
     def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 (Qt name)
         kind = event.type()
         if kind == QEvent.Type.Close or (kind == QEvent.Type.ParentChange and watched.parent() is None):
@@ -268,3 +276,25 @@ class ModelValues:
     def overrides(self) -> dict[str, Any]:
         """The settings the user changed, as ``InferenceConfig`` names (the rest: the model's)."""
         return {self.fields[name]: getattr(self.form, name).value for name in sorted(self.changed_by_user)}
+
+
+def start_run(job: Callable[..., Any], *args: Any, on_event: Callable[[Any], None], on_result: Callable[[Any], None],
+              on_error: Callable[[BaseException], None], on_finished: Callable[[], None], run_button: Any,
+              stop_button: Any, status: Any, message: str) -> Any:
+    """Start a widget's long job (a generator) in a napari thread worker and return the worker.
+
+    Connects the job's events, result, error and end to the widget, disables its run button and
+    enables its stop/cancel button while it runs, and shows ``message`` in its status line.
+    """
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True)
+    worker.yielded.connect(on_event)
+    worker.returned.connect(on_result)
+    worker.errored.connect(on_error)
+    worker.finished.connect(on_finished)
+    run_button.enabled = False
+    stop_button.enabled = True
+    status.value = message
+    worker.start()
+    return worker

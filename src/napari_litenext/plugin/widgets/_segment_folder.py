@@ -77,12 +77,11 @@ class FolderSource:
 
     def run(self) -> None:
         """Segment every image of the input folder into the output folder in a thread worker."""
-        from napari.qt.threading import create_worker
         from napari.utils import cancelable_progress
 
         from ...inference.batch import predict_files
         from ...io.images import ImageReadError, list_images
-        from ._common import load_model_cached, resolve_model_choice
+        from ._common import load_model_cached, resolve_model_choice, start_run
 
         w = self.widget
         inputs, outdir = _folder(self.input_folder.value), _folder(self.output_folder.value)
@@ -105,15 +104,10 @@ class FolderSource:
                             overwrite=overwrite, skip_existing=skip_existing, probabilities=bool(self.probabilities.value),
                             overlay=bool(self.overlay.value), should_stop=should_stop)
         w._progress = cancelable_progress(total=len(files), desc="LiteNeXt: images", cancel_callback=w.cancel)
-        w.worker = create_worker(_batch_job, job, _start_thread=False, _ignore_errors=True)
-        w.worker.yielded.connect(self._on_progress)
-        w.worker.returned.connect(self._on_result)
-        w.worker.errored.connect(w._on_error)
-        w.worker.finished.connect(w._on_finished)
-        w.run_button.enabled = False
-        w.cancel_button.enabled = True
-        w.status.value = f"segmenting {len(files)} image(s) of {inputs.name}..."
-        w.worker.start()
+        w.worker = start_run(_batch_job, job, on_event=self._on_progress, on_result=self._on_result,
+                             on_error=w._on_error, on_finished=w._on_finished, run_button=w.run_button,
+                             stop_button=w.cancel_button, status=w.status,
+                             message=f"segmenting {len(files)} image(s) of {inputs.name}...")
 
     def _on_progress(self, event: Any) -> None:
         from napari.utils.notifications import show_info

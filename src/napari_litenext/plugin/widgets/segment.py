@@ -25,7 +25,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._browse import Browser, is_lazy_layer_data, lazy_output, open_for_painting
 from ._common import FILE_CHOICE, LayerChoices, ModelValues, RunStopper, load_model_cached, model_choices, \
-    report_error, resolve_model_choice, status_label
+    report_error, resolve_model_choice, start_run, status_label
 from ._export import ask_export_path, export_from
 from ._outputs import put_labels, put_probabilities
 from ._segment_folder import FolderSource
@@ -219,16 +219,10 @@ class SegmentWidget(QWidget):
         self._job = {"layer": layer, "source": source, "started": time.perf_counter(),
                      "probabilities": bool(s.probabilities.value)}
         self._progress = cancelable_progress(total=0, desc="LiteNeXt: loading model", cancel_callback=self.cancel)
-        self.worker = create_worker(_segment_job, data, source, device, kwargs, should_stop, _start_thread=False,
-                                    _ignore_errors=True)
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_result)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.status.value = f"segmenting {layer.name!r}..."
-        self.worker.start()
+        self.worker = start_run(_segment_job, data, source, device, kwargs, should_stop, on_event=self._on_progress,
+                                on_result=self._on_result, on_error=self._on_error, on_finished=self._on_finished,
+                                run_button=self.run_button, stop_button=self.cancel_button, status=self.status,
+                                message=f"segmenting {layer.name!r}...")
 
     def segment_with(self, source: str | Path, layer: Image | None = None) -> None:
         """Choose ``source`` (and ``layer`` if given) and run: the Train widget's one-click path."""
@@ -240,12 +234,8 @@ class SegmentWidget(QWidget):
 
     def cancel(self, *_: Any) -> None:
         """Ask the running segmentation to stop at its next batch; nothing is added."""
-        if not self.running:
-            return
-        if self._stop is not None:
-            self._stop.set()
-        self.cancel_button.enabled = False
-        self.status.value = "cancelling..."
+        if self.running:
+            self._runs.stop_current(self.cancel_button, self.status, "cancelling...")
 
     def _ask_export(self, *_: Any) -> None:
         try:

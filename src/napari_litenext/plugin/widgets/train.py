@@ -15,7 +15,6 @@ from typing import Any
 from magicgui import magicgui
 from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton
 from napari.layers import Image, Labels
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
@@ -23,7 +22,7 @@ from superqt import QCollapsible
 
 from ...errors import LiteNeXtError
 from ._common import FILE_CHOICE, SCRATCH_CHOICE, LayerChoices, ModelValues, RunStopper, report_error, \
-    resolve_model_choice, status_label
+    resolve_model_choice, start_run, status_label
 from ._layers import full_resolution
 from ._train_settings import INHERITED_FIELDS, RECIPE_OPTIONS, SOURCE_OPTIONS, VALIDATION_CHOICES, \
     VALIDATION_OPTIONS, recipe_settings, source_settings, validation_settings
@@ -221,11 +220,6 @@ class TrainWidget(TrainFormReader, QWidget):
 
     # ------------------------------------------------------------------ running
 
-    @property
-    def running(self) -> bool:
-        """Training is in progress."""
-        return self.worker is not None
-
     def start(self, *_: Any) -> None:
         """Check the form, then train in a thread worker; bad input shows an error and changes nothing."""
         if self.running:
@@ -255,25 +249,21 @@ class TrainWidget(TrainFormReader, QWidget):
         self.progress.max, self.progress.value = 1, 0
         self.segment_button.enabled = False
         self.export_button.enabled = False
-        self.worker = create_worker(train_job, data, cfg, should_stop, _start_thread=False,
-                                    _ignore_errors=True)
-        self.worker.yielded.connect(self._on_event)
-        self.worker.returned.connect(self._on_result)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.train_button.enabled = False
-        self.stop_button.enabled = True
-        self.status.value = "reading the images..." if spec.reads_files else "preparing the images..."
-        self.worker.start()
+        self.worker = start_run(train_job, data, cfg, should_stop, on_event=self._on_event, on_result=self._on_result,
+                                on_error=self._on_error, on_finished=self._on_finished, run_button=self.train_button,
+                                stop_button=self.stop_button, status=self.status,
+                                message="reading the images..." if spec.reads_files else "preparing the images...")
+
+    @property
+    def running(self) -> bool:
+        """Training is in progress."""
+        return self.worker is not None
 
     def stop(self, *_: Any) -> None:
         """End training after the current step; the best checkpoint so far is kept."""
-        if not self.running:
-            return
-        if self._stop is not None:
-            self._stop.set()
-        self.stop_button.enabled = False
-        self.status.value = "stopping after this step; the best checkpoint is kept..."
+        if self.running:
+            self._runs.stop_current(self.stop_button, self.status,
+                                    "stopping after this step; the best checkpoint is kept...")
 
     def _on_event(self, event: Any) -> None:
         if self._finished_run:
