@@ -66,7 +66,6 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each; the best counts")
     args = parser.parse_args()
-    import numpy as np
     import tifffile
     import zarr
 

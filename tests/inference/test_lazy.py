@@ -126,3 +126,20 @@ def test_lazy_channel_selection_matches_numpy(model, rng):
         got = predict(zarr.array(image, chunks=(16, 16, 4)), model, channel=channel, axes="YXC").probabilities
         np.testing.assert_allclose(got, expected, atol=1e-6)
 
+
+
+def test_percentile_range_is_the_in_memory_one_and_bounded_for_huge_stacks(model, rng, monkeypatch):
+    from napari_litenext.inference.preprocess import intensity_range
+
+    stack = rng.gamma(2.0, 300.0, (5, 1024, 1024)).astype(np.uint16)  # 5.2 M pixels: sampled
+    percentile = model.inference.with_overrides(normalisation="percentile")
+    source = CountingSource(stack)
+    view = lazy.Arranged(source, [0, 1, 2], None)
+    assert lazy.lazy_intensity_range(view, percentile) == intensity_range(stack, percentile)
+    assert len(source.reads) == 5  # one slice at a time
+    monkeypatch.setattr(lazy, "EXACT_SAMPLE_PIXELS", 1024 * 1024)  # "huge": evenly spaced slices only
+    monkeypatch.setattr(lazy, "_SAMPLE_READ_PIXELS", 2 * 1024 * 1024)
+    source.reads.clear()
+    lo, hi = lazy.lazy_intensity_range(view, percentile)
+    assert [k[0] for k in source.reads] == [0, 4]
+    assert abs(hi - intensity_range(stack, percentile)[1]) < 0.05 * hi

@@ -7,9 +7,10 @@ their tiles are processed, when a slice is small enough (``SLICE_PIXELS``); larg
 tile by tile, so each chunk of the source is read a bounded number of times and the whole array
 never is.
 
-The intensity range of a lazy image (``lazy_intensity_range``) comes from a bounded, evenly spread
-sample of slices or blocks for ``"percentile"``, and from one streaming pass (each block read
-once, one block in memory at a time) for ``"minmax"``.
+The intensity range of a lazy image (``lazy_intensity_range``) comes from a bounded sample for
+``"percentile"`` (at most 2 M values: the in-memory path's own sample, streamed a slice at a time,
+up to ``EXACT_SAMPLE_PIXELS``; evenly spread blocks beyond), and from one streaming pass (each
+block read once, one block in memory at a time) for ``"minmax"``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from ..config import InferenceConfig
 from ..errors import InputError
 from .preprocess import intensity_range
 
-__all__ = ["is_lazy", "as_source", "Arranged", "lazy_intensity_range", "SLICE_PIXELS"]
+__all__ = ["is_lazy", "as_source", "Arranged", "lazy_intensity_range", "SLICE_PIXELS", "EXACT_SAMPLE_PIXELS"]
 
 #: 2D slices up to this many pixels are read whole (once) and tiled from memory: 64 MB of uint16.
 SLICE_PIXELS = 32 * 1024 * 1024
+#: Images up to this many pixels (2 GB of uint16) are sampled for percentiles exactly as in memory,
+#: streaming one slice at a time; larger ones from evenly spaced blocks (``_SAMPLE_READ_PIXELS``).
+EXACT_SAMPLE_PIXELS = 1 << 30
 # Pixels read to estimate percentiles (a few slices or blocks) and values kept from them; the
 # estimate is as exact as the in-memory path's strided subsample for images whose intensities do
 # not drift sharply between the sampled slices.
@@ -127,7 +131,7 @@ def lazy_intensity_range(view: Arranged, inference: InferenceConfig) -> tuple[fl
 
     ``"dtype"`` reads nothing for 8/16-bit integers and a sample for floats (to check that values are
     finite; every region read later is checked too); ``"percentile"``
-    reads an evenly spread sample of at most about 16 M pixels; ``"minmax"`` (and ``"dtype"`` for
+    keeps at most 2 M values (see ``_sample``); ``"minmax"`` (and ``"dtype"`` for
     32/64-bit integers, which uses the image's own range) reads every block once, one at a time.
 
     Raises:
@@ -154,7 +158,21 @@ def lazy_intensity_range(view: Arranged, inference: InferenceConfig) -> tuple[fl
 
 
 def _sample(view: Arranged) -> np.ndarray:
-    """Values from evenly spaced blocks (whole slices when they fit), at most ``_SAMPLE_KEEP``."""
+    """At most ``_SAMPLE_KEEP`` values: the in-memory path's sample when affordable, else evenly spaced blocks.
+
+    Up to ``EXACT_SAMPLE_PIXELS`` the values are those ``preprocess`` takes from a numpy array of
+    the same pixels (every ``step``-th pixel in C order), read one slice at a time, so that a TIFF
+    and a zarr copy of a stack get the same range and so the same labels. Larger images, channel
+    views and transposed axes (whose numpy views sample otherwise) read whole blocks, evenly spread.
+    """
+    from . import preprocess
+
+    total, per_slice = math.prod(view.shape), math.prod(view.slice_shape)
+    if (view.channel_key is None and view.order == sorted(view.order) and per_slice <= SLICE_PIXELS
+            and total <= EXACT_SAMPLE_PIXELS):
+        step = max(1, total // preprocess._PERCENTILE_SAMPLE)
+        parts = [view.read(key).reshape(-1)[-(n * per_slice) % step::step] for n, key in enumerate(view.blocks())]
+        return np.concatenate(parts)
     keys = list(view.blocks())
     count = max(1, min(len(keys), _SAMPLE_READ_PIXELS // max(1, _key_pixels(keys[0], view))))
     chosen = [keys[round(i * (len(keys) - 1) / (count - 1))] for i in range(count)] if count > 1 else keys[:1]

@@ -265,18 +265,24 @@ class LabelStore:
         return self.path
 
     def _write_pyramid(self, root: Any) -> list[int]:
-        """Levels 1.. as every second pixel of the previous one, written chunk by chunk."""
-        import dask.array as da
+        """Levels 1.. as every second pixel of the previous one, one output chunk at a time.
 
+        Chunk by chunk rather than through dask: memory stays at one chunk of each level whatever
+        the size of the stack (a dask graph over a 64-slice stack held hundreds of MB).
+        """
         level = root["0"]
         factors = [1]
         while min(level.shape[-2:]) > PYRAMID_MIN_EDGE and len(factors) < 8:
-            source = da.from_zarr(level)
-            smaller = source[(Ellipsis, slice(None, None, 2), slice(None, None, 2))]
-            chunks = level.chunks[:-2] + tuple(min(c, n) for c, n in zip(level.chunks[-2:], smaller.shape[-2:]))
-            target = root.create_array(str(len(factors)), shape=smaller.shape, chunks=chunks, dtype=level.dtype,
+            shape = tuple(level.shape[:-2]) + tuple((n + 1) // 2 for n in level.shape[-2:])
+            chunks = (1,) * (len(shape) - 2) + tuple(min(c, n) for c, n in zip(level.chunks[-2:], shape[-2:]))
+            target = root.create_array(str(len(factors)), shape=shape, chunks=chunks, dtype=level.dtype,
                                        fill_value=0)
-            da.to_zarr(smaller.rechunk(chunks), target, compute=True)
+            ch, cw = chunks[-2:]
+            for index in np.ndindex(*shape[:-2]):
+                for y in range(0, shape[-2], ch):
+                    for x in range(0, shape[-1], cw):
+                        region = level[index + (slice(2 * y, 2 * (y + ch)), slice(2 * x, 2 * (x + cw)))]
+                        target[index + (slice(y, y + ch), slice(x, x + cw))] = region[..., ::2, ::2]
             level = target
             factors.append(factors[-1] * 2)
         return factors
