@@ -171,7 +171,9 @@ def _sample(view: Arranged) -> np.ndarray:
     if (view.channel_key is None and view.order == sorted(view.order) and per_slice <= SLICE_PIXELS
             and total <= EXACT_SAMPLE_PIXELS):
         step = max(1, total // preprocess._PERCENTILE_SAMPLE)
-        parts = [view.read(key).reshape(-1)[-(n * per_slice) % step::step] for n, key in enumerate(view.blocks())]
+        # copies: a strided view would keep each whole slice alive until the end
+        parts = [view.read(key).reshape(-1)[-(n * per_slice) % step::step].copy()
+                 for n, key in enumerate(view.blocks())]
         return np.concatenate(parts)
     keys = list(view.blocks())
     count = max(1, min(len(keys), _SAMPLE_READ_PIXELS // max(1, _key_pixels(keys[0], view))))
@@ -180,7 +182,7 @@ def _sample(view: Arranged) -> np.ndarray:
     parts = []
     for key in chosen:
         flat = view.read(key).reshape(-1)
-        parts.append(flat[:: max(1, flat.size // keep_each)])
+        parts.append(flat[:: max(1, flat.size // keep_each)].copy())
     return np.concatenate(parts)
 
 
