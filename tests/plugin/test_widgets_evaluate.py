@@ -29,17 +29,23 @@ def test_evaluate_widget_opens_from_its_menu_command(viewer):
     assert any(n.startswith("Evaluate") for n in viewer.window._wrapped_dock_widgets)
 
 
-def test_scores_two_label_layers(viewer, qtbot):
-    gt = labels_like((20, 20), [(0, 4, 0, 4), (10, 14, 10, 14)])  # two 16-pixel objects
-    pred = labels_like((20, 20), [(0, 4, 0, 4)])  # finds one exactly, misses the other
+def _score_layers(viewer, qtbot, gt, pred, instances):
+    """Evaluate Labels layers "pred" against "truth" in the widget and wait for the result."""
     viewer.add_labels(gt, name="truth")
     viewer.add_labels(pred, name="pred")
     widget = _evaluate_widget(viewer)
     widget.prediction.value = viewer.layers["pred"]
     widget.ground_truth.value = viewer.layers["truth"]
-    widget.settings.instances.value = True
+    widget.settings.instances.value = instances
     widget.run()
     wait_idle(qtbot, widget)
+    return widget
+
+
+def test_scores_two_label_layers(viewer, qtbot):
+    gt = labels_like((20, 20), [(0, 4, 0, 4), (10, 14, 10, 14)])  # two 16-pixel objects
+    pred = labels_like((20, 20), [(0, 4, 0, 4)])  # finds one exactly, misses the other
+    widget = _score_layers(viewer, qtbot, gt, pred, instances=True)
     assert widget.last_error is None
     means = widget.result.means
     assert means["dice"] == pytest.approx(2 * 16 / (16 + 32))
@@ -57,14 +63,7 @@ def test_stacks_are_scored_per_slice_and_semantic_only_without_object_scores(vie
     gt = labels_like((3, 16, 16), [(2, 8, 2, 8)])
     pred = gt.copy()
     pred[2] = 0  # last slice missed entirely
-    viewer.add_labels(gt, name="truth")
-    viewer.add_labels(pred, name="pred")
-    widget = _evaluate_widget(viewer)
-    widget.prediction.value = viewer.layers["pred"]
-    widget.ground_truth.value = viewer.layers["truth"]
-    widget.settings.instances.value = False
-    widget.run()
-    wait_idle(qtbot, widget)
+    widget = _score_layers(viewer, qtbot, gt, pred, instances=False)
     rows = widget.result.rows
     assert [r["name"] for r in rows] == ["slice 0", "slice 1", "slice 2"]
     assert [r["dice"] for r in rows] == [1.0, 1.0, 0.0]
