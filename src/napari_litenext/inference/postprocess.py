@@ -42,7 +42,7 @@ MAX_SPLIT_PIXELS = 2048 * 2048
 
 
 def postprocess(probabilities: np.ndarray, threshold: float = 0.5, instances: bool = False,
-                min_size: int = 0, fill_holes: bool = True) -> np.ndarray:
+                min_size: int = 0, fill_holes: bool = True, adaptive: bool = False) -> np.ndarray:
     """Labels from a probability map.
 
     Args:
@@ -67,7 +67,7 @@ def postprocess(probabilities: np.ndarray, threshold: float = 0.5, instances: bo
         raise ValueError(f"probabilities must be 2D or a stack of 2D maps, got shape {probabilities.shape}")
     threshold = check_threshold(threshold)
     out = np.zeros(probabilities.shape, dtype=np.int32 if instances else np.uint8)
-    run_to_end(postprocess_stack(probabilities, out, threshold, instances, min_size, fill_holes))
+    run_to_end(postprocess_stack(probabilities, out, threshold, instances, min_size, fill_holes, adaptive))
     return out
 
 
@@ -103,7 +103,7 @@ def continue_ids(labels: np.ndarray, next_id: int) -> int:
 
 
 def postprocess_stack(probabilities: np.ndarray, out: np.ndarray, threshold: float, instances: bool,
-                      min_size: int, fill_holes: bool = True) -> Iterator[int]:
+                      min_size: int, fill_holes: bool = True, adaptive: bool = False) -> Iterator[int]:
     """``postprocess`` into ``out``, one 2D slice at a time, yielding each finished slice's index.
 
     Args:
@@ -120,14 +120,14 @@ def postprocess_stack(probabilities: np.ndarray, out: np.ndarray, threshold: flo
     flat_out = out.reshape((-1,) + out.shape[-2:])  # a view: out is contiguous
     next_id = 1
     for index, (prob, dst) in enumerate(zip(flat_in, flat_out)):
-        postprocess_slice(prob, threshold, instances, min_size, fill_holes, out=dst)
+        postprocess_slice(prob, threshold, instances, min_size, fill_holes, out=dst, adaptive=adaptive)
         if instances:
             next_id = continue_ids(dst, next_id)
         yield index
 
 
 def postprocess_slice(prob: np.ndarray, threshold: float, instances: bool, min_size: int,
-                      fill_holes: bool, out: np.ndarray | None = None) -> np.ndarray:
+                      fill_holes: bool, out: np.ndarray | None = None, adaptive: bool = False) -> np.ndarray:
     """``postprocess`` of one 2D map, writing into ``out`` when given (uint8 or int32, as above)."""
     mask = np.greater(prob, threshold)
     if fill_holes:

@@ -19,7 +19,7 @@ from ..config import InferenceConfig, ModelConfig
 from ..errors import SettingsError
 
 __all__ = ["AugmentConfig", "LossConfig", "TrainConfig", "MWL_PRESETS", "LOSSES", "INTERACTIVE_RECIPE",
-           "INHERITED_SETTINGS"]
+           "INHERITED_SETTINGS", "ROBUST_AUGMENT"]
 
 MWL_PRESETS: dict[str, dict[str, float | int]] = {
     # margin emphasised, as the paper intends (default)
@@ -45,7 +45,25 @@ INHERITED_SETTINGS = {"normalisation": "normalisation", "percentiles": "percenti
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Probabilities and ranges; ``AugmentConfig(enabled=False)`` turns everything off."""
+    """Probabilities and ranges; ``AugmentConfig(enabled=False)`` turns everything off.
+
+    The first six fields are the specification's recipe. The rest (all off by default, so a
+    recipe that does not name them trains as before) widen what the model sees, for images from
+    other labs, stains and magnifications (``ROBUST_AUGMENT`` turns them on):
+
+    Attributes:
+        scale: probability of zooming a patch by a factor drawn log-uniformly from ``scale_range``
+            (2 = objects twice as large).
+        stain: probability of jittering the haematoxylin, eosin and DAB optical densities, each
+            scaled by 1 +- ``stain_sigma`` and shifted by +- ``stain_sigma``.
+        hue_saturation: probability of rotating the hue by up to +- ``hue_degrees`` and scaling
+            the saturation by a factor in ``saturation_range``.
+        greyscale: probability of replacing the colours by their luminance.
+        contrast: probability of a brightness shift (+- 0.1), contrast factor and gamma, each
+            drawn from ``contrast_range`` (gamma log-uniformly).
+        invert: probability of inverting intensities (bright objects on dark become dark on bright).
+        noise: probability of adding Gaussian noise of a standard deviation up to ``noise_std``.
+    """
 
     enabled: bool = True
     rotate_degrees: float = 20.0
@@ -53,6 +71,42 @@ class AugmentConfig:
     vflip: float = 0.1
     blur: float = 0.5
     blur_kernels: tuple[int, ...] = (3, 5, 7)
+    scale: float = 0.0
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    stain: float = 0.0
+    stain_sigma: float = 0.05
+    hue_saturation: float = 0.0
+    hue_degrees: float = 30.0
+    saturation_range: tuple[float, float] = (0.5, 1.5)
+    greyscale: float = 0.0
+    contrast: float = 0.0
+    contrast_range: tuple[float, float] = (0.7, 1.4)
+    invert: float = 0.0
+    noise: float = 0.0
+    noise_std: float = 0.08
+
+    def __post_init__(self) -> None:
+        for name in ("hflip", "vflip", "blur", "scale", "stain", "hue_saturation", "greyscale", "contrast",
+                     "invert", "noise"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 <= value <= 1.0:
+                raise SettingsError(f"augmentation probability {name} must be in [0, 1], got {value!r}")
+        for name in ("scale_range", "saturation_range", "contrast_range"):
+            value = tuple(getattr(self, name))
+            if len(value) != 2 or not all(_is_real(v) and v > 0 for v in value) or value[0] > value[1]:
+                raise SettingsError(f"augmentation {name} must be (low, high) with 0 < low <= high, got {value!r}")
+            object.__setattr__(self, name, (float(value[0]), float(value[1])))
+        for name in ("stain_sigma", "hue_degrees", "noise_std", "rotate_degrees"):
+            value = getattr(self, name)
+            if not _is_real(value) or value < 0:
+                raise SettingsError(f"augmentation {name} must be a number >= 0, got {value!r}")
+        object.__setattr__(self, "blur_kernels", tuple(int(k) for k in self.blur_kernels))
+
+
+#: Augmentation for images unlike the training set: the recipe's geometry and blur plus scale
+#: 0.5-2x, stain, hue/saturation, greyscale, contrast/gamma, inversion and noise.
+ROBUST_AUGMENT: dict[str, Any] = {"scale": 0.5, "stain": 0.5, "hue_saturation": 0.5, "greyscale": 0.2,
+                                  "contrast": 0.5, "invert": 0.2, "noise": 0.3}
 
 
 @dataclass(frozen=True)
@@ -242,6 +296,6 @@ class TrainConfig:
         for key, value in list(out.items()):
             if isinstance(value, tuple):
                 out[key] = list(value)
-        out["augment"]["blur_kernels"] = list(self.augment.blur_kernels)
+        out["augment"] = {k: list(v) if isinstance(v, tuple) else v for k, v in out["augment"].items()}
         out["model"] = self.model.to_dict() if self.model is not None else None
         return out
