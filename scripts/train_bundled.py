@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LITENEXT_SHARED", REPO.parent / "shared"))
@@ -73,9 +74,6 @@ def main() -> int:
 
     import torch
 
-    from napari_litenext.training.config import ROBUST_AUGMENT, AugmentConfig, LossConfig
-    from napari_litenext.training.loop import TrainConfig, train
-
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = dict(RECIPES[args.model])
@@ -85,28 +83,55 @@ def main() -> int:
         key, value = item.split("=", 1)
         recipe[key] = json.loads(value) if value not in ("boundary", "authors-code", "mwl", "dice_bce", "tile",
                                                           "resize", "cuda", "cpu", "auto", "robust") else value
-    if recipe.get("augment") == "robust":
-        recipe["augment"] = AugmentConfig(**ROBUST_AUGMENT)
-    elif isinstance(recipe.get("augment"), dict):
-        recipe["augment"] = AugmentConfig(**recipe["augment"])
     dataset = "ph2" if args.model == "skin-lesion" else "dsb2018"
     split = json.loads((SHARED / "data" / dataset / "split.json").read_text())
     load = dsb_samples if dataset == "dsb2018" else ph2_samples
     t0 = time.time()
     train_samples, val_samples = load(split["train"]), load(split["val"])
     print(f"loaded {len(train_samples)} train / {len(val_samples)} val in {time.time() - t0:.0f}s", flush=True)
-    # loss, preset, w_b, ... srp_tau go to the LossConfig; the rest to the TrainConfig
-    loss = {k: recipe.pop(k) for k in list(recipe) if k in LossConfig.__dataclass_fields__}
-    cfg = TrainConfig(output_dir=args.out, resume=args.resume, loss=LossConfig(**loss), **recipe)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "recipe.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    for event in train(train_samples, val_samples, cfg):
-        if event.kind == "step":
-            continue
-        print(f"{event.kind:7s} epoch {event.epoch}/{event.epochs} loss {event.loss} val_dice {event.val_dice} "
-              f"best {event.best_val_dice} eta {event.eta_s and round(event.eta_s / 60)} min "
-              f"elapsed {event.elapsed_s / 60:.1f} min {event.message}", flush=True)
+    run_recipe(recipe, train_samples, val_samples, args.out, resume=args.resume)
     return 0
+
+
+def run_recipe(recipe: dict[str, Any], train_samples: list, val_samples: list, out: str | os.PathLike,
+               resume: bool = False, overwrite: bool = False) -> Any:
+    """Train with one recipe (a RECIPES entry, possibly changed), printing every epoch.
+
+    Args:
+        recipe: TrainConfig and LossConfig fields together: loss fields (loss, preset, w_b, ...,
+            srp_tau) go to the LossConfig, the rest to the TrainConfig; ``augment`` may be
+            "robust" (ROBUST_AUGMENT) or a dict of AugmentConfig fields. Not modified.
+        train_samples, val_samples: ``Sample`` lists (e.g. from ``dsb_samples``).
+        out: run folder (best.pt, last.pt, history.csv); the settings go to <out>/recipe.json.
+        resume, overwrite: as TrainConfig's.
+
+    Returns:
+        The ``TrainResult``.
+
+    Raises:
+        SettingsError: a recipe value out of range; TrainingError, CheckpointError as ``train``.
+    """
+    from napari_litenext.progress import run_to_end
+    from napari_litenext.training.config import ROBUST_AUGMENT, AugmentConfig, LossConfig
+    from napari_litenext.training.loop import TrainConfig, train
+
+    recipe = dict(recipe)
+    if recipe.get("augment") == "robust":
+        recipe["augment"] = AugmentConfig(**ROBUST_AUGMENT)
+    elif isinstance(recipe.get("augment"), dict):
+        recipe["augment"] = AugmentConfig(**recipe["augment"])
+    loss = {k: recipe.pop(k) for k in list(recipe) if k in LossConfig.__dataclass_fields__}
+    cfg = TrainConfig(output_dir=str(out), resume=resume, overwrite=overwrite, loss=LossConfig(**loss), **recipe)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "recipe.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+
+    def show(event) -> None:
+        if event.kind != "step":
+            print(f"{event.kind:7s} epoch {event.epoch}/{event.epochs} loss {event.loss} val_dice {event.val_dice} "
+                  f"best {event.best_val_dice} eta {event.eta_s and round(event.eta_s / 60)} min "
+                  f"elapsed {event.elapsed_s / 60:.1f} min {event.message}", flush=True)
+
+    return run_to_end(train(train_samples, val_samples, cfg), show)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_litenext import metrics
-from napari_litenext.metrics import (binary_scores, instance_scores, paper_scores, resize_nearest,
+from napari_litenext.metrics import (binary_scores, instance_errors, instance_scores, paper_scores, resize_nearest,
                                      summarise)
 
 
@@ -250,3 +250,100 @@ def test_instance_scores_match_plain_reference(seed):
     assert (s["n_pred"], s["n_gt"]) == (n_p, n_g)
     assert s["f1_50"] == pytest.approx(2 * tp / (n_p + n_g))
     assert s["aji"] == pytest.approx(aji)
+
+
+# ---------------------------------------------------------------- instance errors
+
+NO_ERRORS = {"fragments": 0, "merges": 0, "splits": 0, "missed": 0}
+
+
+def test_instance_errors_fragment_is_an_unmatched_speck_on_background():
+    truth = _square((12, 12), 0, 4, 0, 4)
+    pred = _square((12, 12), 0, 4, 0, 4, value=3)
+    _square((12, 12), 8, 10, 8, 10, value=7, out=pred)  # speck on background
+    assert instance_errors(pred, truth) == {**NO_ERRORS, "fragments": 1}
+    # a small unmatched piece inside a nucleus is not a fragment (it lies on foreground)
+    pred = _square((12, 12), 0, 4, 0, 1)
+    assert instance_errors(pred, truth) == {**NO_ERRORS, "missed": 1}
+
+
+def test_instance_errors_iou_threshold_decides_what_matches():
+    truth = _square((6, 8), 0, 2, 0, 2)      # 4 px
+    pred = _square((6, 8), 0, 2, 0, 5)       # 10 px over it, 6 on background: IoU 0.4
+    assert instance_errors(pred, truth)["fragments"] == 1
+    assert instance_errors(pred, truth, iou=0.4)["fragments"] == 0
+    with pytest.raises(ValueError, match="iou"):
+        instance_errors(pred, truth, iou=0)
+
+
+def test_instance_errors_merge_is_one_prediction_over_two_nuclei():
+    truth = _square((5, 9), 1, 4, 0, 3, value=1)
+    _square((5, 9), 1, 4, 4, 7, value=2, out=truth)
+    pred = _square((5, 9), 1, 4, 0, 7)     # 21 px: 9 + 9 on nuclei, 3 on the gap
+    assert instance_errors(pred, truth) == {**NO_ERRORS, "merges": 1}
+    # covering exactly half of the second nucleus is not "more than half"
+    truth2 = _square((4, 8), 0, 4, 0, 2, value=1)
+    _square((4, 8), 0, 4, 4, 8, value=2, out=truth2)   # 16 px
+    pred2 = _square((4, 8), 0, 4, 0, 6)                 # all of 1, 8 of 16 px of 2
+    assert instance_errors(pred2, truth2)["merges"] == 0
+
+
+def test_instance_errors_split_needs_two_pieces_of_at_least_20_percent():
+    truth = _square((4, 10), 0, 4, 0, 10, value=5)     # 40 px
+    halves = _square((4, 10), 0, 4, 0, 5, value=1)
+    _square((4, 10), 0, 4, 5, 10, value=2, out=halves)
+    assert instance_errors(halves, truth) == {**NO_ERRORS, "splits": 1}
+    exactly_20 = _square((4, 10), 0, 4, 0, 2, value=1)  # 8 of 40 px
+    _square((4, 10), 0, 4, 2, 10, value=2, out=exactly_20)
+    assert instance_errors(exactly_20, truth)["splits"] == 1
+    sliver = _square((4, 10), 0, 4, 0, 1, value=1)      # 4 of 40 px
+    _square((4, 10), 0, 4, 1, 10, value=2, out=sliver)
+    assert instance_errors(sliver, truth)["splits"] == 0
+
+
+def test_instance_errors_missed_counts_all_predicted_pixels_together():
+    truth = _square((4, 20), 0, 4, 0, 10, value=1)     # 40 px
+    _square((4, 20), 0, 4, 10, 20, value=2, out=truth)
+    pred = _square((4, 20), 0, 4, 0, 3, value=1)       # 12 px (30 %) + 12 px (30 %) of nucleus 1
+    _square((4, 20), 0, 4, 7, 10, value=2, out=pred)
+    _square((4, 20), 0, 4, 10, 14, value=3, out=pred)  # 16 px (40 %) of nucleus 2
+    errors = instance_errors(pred, truth)
+    assert errors["missed"] == 1          # nucleus 2 only; nucleus 1 is 60 % covered
+    assert errors["splits"] == 1          # nucleus 1, two pieces of 30 %
+    assert instance_errors(np.zeros_like(truth), truth) == {**NO_ERRORS, "missed": 2}
+    assert instance_errors(np.zeros((3, 3), int), np.zeros((3, 3), int)) == NO_ERRORS
+
+
+def _reference_instance_errors(pred, truth, iou=0.5):
+    """Object by object with boolean masks: slow but plain."""
+    p_ids = [i for i in np.unique(pred) if i]
+    t_ids = [i for i in np.unique(truth) if i]
+    out = dict(NO_ERRORS)
+    for j in p_ids:
+        pm = pred == j
+        ious = [np.sum(pm & (truth == i)) / np.sum(pm | (truth == i)) for i in t_ids]
+        if max(ious, default=0) < iou and np.sum(pm & (truth == 0)) > 0.5 * pm.sum():
+            out["fragments"] += 1
+        out["merges"] += sum(np.sum(pm & (truth == i)) > 0.5 * np.sum(truth == i) for i in t_ids) >= 2
+    for i in t_ids:
+        tm = truth == i
+        out["splits"] += sum(np.sum(tm & (pred == j)) >= 0.2 * tm.sum() for j in p_ids) >= 2
+        out["missed"] += np.sum(tm & (pred > 0)) < 0.5 * tm.sum()
+    return out
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_instance_errors_match_plain_reference_on_both_table_paths(monkeypatch, seed):
+    from scipy import ndimage as ndi
+    r = np.random.default_rng(seed)
+    truth, _ = ndi.label(ndi.gaussian_filter(r.random((64, 64)), 1.5) > 0.53)
+    pred, _ = ndi.label(np.roll(truth > 0, 2, axis=0) & (r.random(truth.shape) > 0.2)
+                        | (ndi.gaussian_filter(r.random((64, 64)), 1.5) > 0.56))
+    pred = pred * 3   # ids need not be consecutive
+    expected = _reference_instance_errors(pred, truth)
+    assert sum(expected.values()) > 0
+    assert instance_errors(pred, truth) == expected
+    monkeypatch.setattr(metrics, "_DENSE_PAIRS_LIMIT", 0)
+    assert instance_errors(pred, truth) == expected
+    with pytest.raises(ValueError, match="shape"):
+        instance_errors(pred[:10], truth)

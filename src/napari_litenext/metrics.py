@@ -20,12 +20,13 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["binary_scores", "instance_scores", "summarise", "paper_scores", "resize_nearest",
-           "PAPER_SIZE", "BINARY_KEYS", "INSTANCE_KEYS"]
+__all__ = ["binary_scores", "instance_scores", "instance_errors", "summarise", "paper_scores", "resize_nearest",
+           "PAPER_SIZE", "BINARY_KEYS", "INSTANCE_KEYS", "ERROR_KEYS"]
 
 PAPER_SIZE = 256
 BINARY_KEYS = ("dice", "iou", "precision", "recall")
 INSTANCE_KEYS = ("f1_50", "precision_50", "recall_50", "aji", "n_pred", "n_gt")
+ERROR_KEYS = ("fragments", "merges", "splits", "missed")
 
 # Above this many (gt, pred) label pairs the overlap table is built from the overlapping pixels
 # only (sort-based) instead of a dense bincount, which would need (n_gt+1)*(n_pred+1) counters.
@@ -244,6 +245,72 @@ def instance_scores(pred_labels: np.ndarray, gt_labels: np.ndarray) -> dict[str,
         "n_pred": n_pred,
         "n_gt": n_gt,
     }
+
+
+def _contingency(pred: np.ndarray, truth: np.ndarray, n_pred: int, n_true: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pred label, true label, pixel count) of every non-empty cell, background (0) included."""
+    key = pred.ravel().astype(np.int64) * (n_true + 1) + truth.ravel()
+    if (n_pred + 1) * (n_true + 1) <= _DENSE_PAIRS_LIMIT:
+        counts = np.bincount(key, minlength=(n_pred + 1) * (n_true + 1))
+        key = np.flatnonzero(counts)
+        counts = counts[key]
+    else:
+        key, counts = np.unique(key, return_counts=True)
+    return key // (n_true + 1), key % (n_true + 1), counts
+
+
+def instance_errors(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> dict[str, int]:
+    """Counts of the typical instance-segmentation mistakes in one label image.
+
+    * ``fragments``: predicted objects that match no true object at IoU >= ``iou`` and lie mostly
+      (more than half of their pixels) on true background: false-positive specks.
+    * ``merges``: predicted objects covering more than half of each of at least two true objects
+      (one prediction over several nuclei).
+    * ``splits``: true objects of which at least two different predicted objects each cover
+      >= 20 % (one nucleus cut into pieces).
+    * ``missed``: true objects less than half covered by predicted foreground (all predicted
+      objects together).
+
+    One object can count in several ways (a merge may also leave a true object "split").
+
+    Args:
+        pred: predicted labels, any shape (usually H x W), integers >= 0, 0 = background; ids need
+            not be consecutive. Bool arrays count as one object.
+        truth: ground-truth labels, same shape and convention.
+        iou: IoU a prediction needs with some true object not to be a fragment, in (0, 1].
+
+    Returns:
+        ``{"fragments", "merges", "splits", "missed"}`` as ints.
+
+    Raises:
+        ValueError: shapes differ, labels are negative or not integers, or ``iou`` is not in (0, 1].
+    """
+    if not 0 < iou <= 1:
+        raise ValueError(f"iou must be in (0, 1], got {iou}")
+    p_arr, t_arr = np.asarray(pred), np.asarray(truth)
+    _check_same_shape(p_arr, t_arr)
+    p_lab, n_pred = _compact_labels(p_arr)
+    t_lab, n_true = _compact_labels(t_arr)
+    p, t, c = _contingency(p_lab, t_lab, n_pred, n_true)
+    area_p = np.bincount(p, weights=c, minlength=n_pred + 1)
+    area_t = np.bincount(t, weights=c, minlength=n_true + 1)
+    on_bg = np.bincount(p[t == 0], weights=c[t == 0], minlength=n_pred + 1)
+
+    obj = (p > 0) & (t > 0)
+    p, t, c = p[obj], t[obj], c[obj]
+    pair_iou = c / (area_p[p] + area_t[t] - c)
+    matched = np.zeros(n_pred + 1, dtype=bool)
+    matched[p[pair_iou >= iou]] = True
+    fragments = ~matched[1:] & (on_bg[1:] > 0.5 * area_p[1:])
+
+    covers_half = c > 0.5 * area_t[t]
+    merges = np.bincount(p[covers_half], minlength=n_pred + 1) >= 2
+    splits = np.bincount(t[c >= 0.2 * area_t[t]], minlength=n_true + 1) >= 2
+    covered = np.bincount(t, weights=c, minlength=n_true + 1)
+    missed = covered[1:] < 0.5 * area_t[1:]
+    return {"fragments": int(fragments.sum()), "merges": int(merges.sum()), "splits": int(splits.sum()),
+            "missed": int(missed.sum())}
 
 
 def summarise(rows: Sequence[Mapping[str, object]]) -> dict[str, float]:
