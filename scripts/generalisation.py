@@ -309,11 +309,13 @@ def cmd_loto(args: argparse.Namespace) -> int:
           f"(left out {len(groups['train'])} train / {len(groups['val'])} val)", flush=True)
     recipe = {**RECIPES[args.recipe], "init": None, "epochs": args.epochs, "patch_size": args.patch,
               "name": f"loto-{args.type}", "seed": args.seed}
+    if args.augment:  # the recipe's schedule with another augmentation: one change at a time
+        recipe["augment"] = args.augment
     out = Path(args.out)
     result = run_recipe(recipe, dsb_samples(train_ids), dsb_samples(val_ids), str(out / "run"),
                         overwrite=args.overwrite)
     model = result.load_model()
-    name = f"loto-{args.type}-{args.recipe}-e{args.epochs}"
+    name = f"loto-{args.type}-{args.recipe}{'+' + args.augment if args.augment else ''}-e{args.epochs}"
     for i, split_name in enumerate(("val", "test")):
         chosen = limit(groups[split_name])
         if chosen:
@@ -340,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lo = sub.add_parser("loto", help="train without one type, score on it")
     lo.add_argument("--type", choices=REAL_TYPES, required=True)
     lo.add_argument("--recipe", choices=("nuclei", "nuclei-robust"), required=True)
+    lo.add_argument("--augment", choices=("robust",), help="replace the recipe's augmentation (ROBUST_AUGMENT)")
     lo.add_argument("--epochs", type=int, required=True)
     lo.add_argument("--patch", type=int, default=128)
     lo.add_argument("--seed", type=int, default=0)

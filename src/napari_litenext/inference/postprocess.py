@@ -24,6 +24,7 @@ from scipy import ndimage as ndi
 
 from ..config import check_threshold
 from ..progress import run_to_end
+from .adaptive import remove_unlike, seed_depth
 from .stitch import stitch_as_configured
 
 __all__ = ["postprocess", "continue_ids", "relabel", "postprocess_stack", "postprocess_slice", "split_instances", "remove_small", "overlay", "MAX_SPLIT_PIXELS"]
@@ -54,6 +55,9 @@ def postprocess(probabilities: np.ndarray, threshold: float = 0.5, instances: bo
             this are removed.
         fill_holes: fill background regions enclosed by foreground (holes in nuclei or lesions;
             note that background fully enclosed by a ring of touching objects is filled too).
+        adaptive: judge objects by the image's own (``inference.adaptive``): drop those much
+            smaller than the typical object or whose mean probability barely clears the
+            threshold, and seed instances relative to the typical size.
 
     Returns:
         Same shape as ``probabilities``: uint8 0/1 when ``instances`` is False; int32 ids
@@ -82,7 +86,8 @@ def relabel(probabilities: np.ndarray, stack_axes: str, inference: Any) -> np.nd
         stack_axes: its leading axes (e.g. ``"Z"``), without Y and X.
         inference: the resolved ``InferenceConfig``.
     """
-    labels = postprocess(probabilities, inference.threshold, inference.instances, inference.min_size)
+    labels = postprocess(probabilities, inference.threshold, inference.instances, inference.min_size,
+                         adaptive=inference.adaptive)
     stitch_as_configured(labels, stack_axes, inference)
     return labels
 
@@ -132,6 +137,9 @@ def postprocess_slice(prob: np.ndarray, threshold: float, instances: bool, min_s
     mask = np.greater(prob, threshold)
     if fill_holes:
         ndi.binary_fill_holes(mask, output=mask)
+    typical_area = None
+    if adaptive:
+        typical_area = remove_unlike(mask, prob, threshold, min_size)
     if not instances:
         if min_size > 1:
             remove_small(mask, min_size)
@@ -139,7 +147,7 @@ def postprocess_slice(prob: np.ndarray, threshold: float, instances: bool, min_s
             return mask.view(np.uint8)
         out[...] = mask
         return out
-    labels = split_instances(mask, min_size=min_size, out=out)
+    labels = split_instances(mask, min_size=min_size, out=out, typical_area=typical_area)
     return labels
 
 
@@ -161,13 +169,16 @@ def remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
     return mask
 
 
-def split_instances(mask: np.ndarray, min_size: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+def split_instances(mask: np.ndarray, min_size: int = 0, out: np.ndarray | None = None,
+                    typical_area: float | None = None) -> np.ndarray:
     """Number the objects of a 2D boolean mask, splitting touching ones.
 
     Args:
         mask: H x W bool (holes already filled if wanted).
         min_size: objects smaller than this (before and after splitting) are dropped.
         out: H x W int32 to write into (overwritten).
+        typical_area: the image's typical object area (``adaptive.remove_unlike``); seeds must
+            then also stand a fraction of its radius above their saddle. None: today's seeds.
 
     Returns:
         H x W int32, ids 1..N in raster order of the components. Objects whose bounding box
@@ -182,6 +193,7 @@ def split_instances(mask: np.ndarray, min_size: int = 0, out: np.ndarray | None 
     # they cannot be mistaken for component ids not yet visited, and flipped at the end. This
     # spares a second 4-byte-per-pixel image.
     ndi.label(mask, output=out)
+    least = seed_depth(typical_area)
     next_id = 1
     for index, box in enumerate(ndi.find_objects(out), start=1):
         if box is None:
@@ -194,7 +206,7 @@ def split_instances(mask: np.ndarray, min_size: int = 0, out: np.ndarray | None 
         if area < max(1, min_size):
             region[obj] = 0
             continue
-        pieces = _split_object(obj, watershed) if obj.size <= MAX_SPLIT_PIXELS else None
+        pieces = _split_object(obj, watershed, least) if obj.size <= MAX_SPLIT_PIXELS else None
         if pieces is None:
             region[obj] = -next_id
             next_id += 1
@@ -212,15 +224,16 @@ def split_instances(mask: np.ndarray, min_size: int = 0, out: np.ndarray | None 
     return out
 
 
-def _split_object(obj: np.ndarray, watershed) -> np.ndarray | None:
-    """Watershed pieces (int32, 1..k) of one object crop, or None if it is one object."""
+def _split_object(obj: np.ndarray, watershed, least: float = 0.0) -> np.ndarray | None:
+    """Watershed pieces (int32, 1..k) of one object crop, or None if it is one object; seeds
+    stand at least ``least`` pixels of distance above their saddle."""
     from skimage.morphology import h_maxima
 
     if obj.shape[0] < 5 or obj.shape[1] < 5:
         return None
     dist = ndi.distance_transform_edt(obj).astype(np.float32)
     peak = float(dist.max())
-    h = max(_H_MIN, _H_FRACTION * peak)
+    h = max(_H_MIN, _H_FRACTION * peak, least)
     if peak < 2 * h:  # too thin for two maxima each h above a saddle
         return None
     seeds = h_maxima(dist, h)

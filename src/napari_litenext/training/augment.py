@@ -138,7 +138,7 @@ def colour_jitter(images: Tensor, config: AugmentConfig, draw: Callable[[], Tens
         od = -torch.log(images.clamp(1 / 255, 1))
         hed = torch.einsum("nchw,cd->ndhw", od, _HED_FROM_RGB.to(device, dtype))
         hed = hed * scale.to(device, dtype)[:, :, None, None] + shift.to(device, dtype)[:, :, None, None]
-        jittered = torch.exp(-torch.einsum("ndhw,dc->nchw", hed.clamp_min(0), _RGB_FROM_HED.to(device, dtype)))
+        jittered = torch.exp(-torch.einsum("ndhw,dc->nchw", hed, _RGB_FROM_HED.to(device, dtype)))
         # untouched samples keep their exact pixels (the OD round trip clamps the darkest ones)
         images = torch.where(per_sample(on[:, 0].float()) > 0, jittered, images)
         changed = True

@@ -93,8 +93,10 @@ class AugmentConfig:
                 raise SettingsError(f"augmentation probability {name} must be in [0, 1], got {value!r}")
         for name in ("scale_range", "saturation_range", "contrast_range"):
             value = tuple(getattr(self, name))
-            if len(value) != 2 or not all(_is_real(v) and v > 0 for v in value) or value[0] > value[1]:
-                raise SettingsError(f"augmentation {name} must be (low, high) with 0 < low <= high, got {value!r}")
+            least = 0.0 if name == "saturation_range" else 1e-6  # zero saturation is greyscale; zero zoom is nothing
+            if len(value) != 2 or not all(_is_real(v) and v >= least for v in value) or value[0] > value[1]:
+                raise SettingsError(f"augmentation {name} must be (low, high) with {'0 <=' if least == 0 else '0 <'} "
+                                    f"low <= high, got {value!r}")
             object.__setattr__(self, name, (float(value[0]), float(value[1])))
         for name in ("stain_sigma", "hue_degrees", "noise_std", "rotate_degrees"):
             value = getattr(self, name)
