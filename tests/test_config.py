@@ -47,10 +47,26 @@ def test_model_config_validation(kwargs, match):
     ({"threshold": 0.0}, "threshold"),
     ({"threshold": 1.0}, "threshold"),
     ({"min_size": -1}, "min_size"),
+    ({"adaptive": "yes"}, "adaptive must be True or False"),
+    ({"object_size": "big"}, "object_size must be 'auto', 0 \\(off\\) or the typical object diameter"),
+    ({"object_size": -3}, "object_size must be"),
+    ({"object_size": True}, "object_size must be"),
+    ({"object_size": "nan"}, "object_size must be"),
+    ({"trained_object_size": -1.0}, "trained_object_size must be a number of pixels >= 0"),
+    ({"trained_object_size": "auto"}, "trained_object_size"),
 ])
 def test_inference_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         InferenceConfig(**kwargs)
+
+
+@pytest.mark.parametrize("given, stored", [
+    (0, 0.0), (12, 12.0), (7.5, 7.5), ("auto", "auto"), (" Auto ", "auto"), ("30", 30.0), ("0", 0.0),
+])
+def test_object_size_is_a_number_of_pixels_or_auto(given, stored):
+    assert InferenceConfig(object_size=given).object_size == stored
+    assert InferenceConfig().with_overrides(object_size=given).object_size == stored
+    assert type(InferenceConfig(object_size=given).object_size) is type(stored)
 
 
 def test_inference_config_accepts_edge_values():
@@ -65,6 +81,8 @@ def test_inference_config_accepts_edge_values():
     InferenceConfig(),
     InferenceConfig(normalisation="percentile", percentiles=(0.5, 99.5), mode="tile", tile_size=256,
                     tile_overlap=0.25, threshold=0.3, min_size=20, invert=True),
+    InferenceConfig(adaptive=True, object_size="auto", trained_object_size=17.5),
+    InferenceConfig(object_size=24.0, trained_object_size=12.0),
     ModelCard(),
     ModelCard(name="nuclei", description="DSB 2018 nuclei", data="DSB 2018 (CC0)", recipe="MWL + SRP",
               metrics={"dice": 0.91, "iou": 0.84}, limits="not for H&E", trained_by="napari-litenext 0.1.0"),
@@ -88,6 +106,9 @@ def test_from_dict_restores_tuples():
 def test_from_dict_fills_defaults_for_missing_fields():
     assert ModelConfig.from_dict({}) == ModelConfig()
     assert InferenceConfig.from_dict({"threshold": 0.4}) == InferenceConfig(threshold=0.4)
+    # checkpoints written before adaptive post-processing and object sizes existed
+    old = InferenceConfig.from_dict({"mode": "tile", "instances": True, "stitch_threshold": 0.0})
+    assert (old.adaptive, old.object_size, old.trained_object_size) == (False, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("cls", [ModelConfig, InferenceConfig, ModelCard])

@@ -137,6 +137,19 @@ def _numpy_bool_types() -> tuple[type, ...]:
     return (np.bool_,) if np is not None else ()
 
 
+def _object_size(v: Any) -> float | str | None:
+    """``v`` as an object size ("auto" or pixels >= 0), from a number or a text field; None if it is none."""
+    if isinstance(v, str):
+        text = v.strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            v = float(text)  # the command line and the widget's text field give text
+        except ValueError:
+            return None
+    return float(v) if _is_real(v) and v >= 0 else None
+
+
 # One check per inference setting, so that overrides can be checked before a model is loaded.
 _INFERENCE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "normalisation": lambda v: None if v in NORMALISATIONS else
@@ -152,13 +165,19 @@ _INFERENCE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "stitch_threshold": lambda v: None if _is_real(v) and 0.0 <= v < 1.0 else
     f"stitch_threshold must be in [0, 1) (0 = off), got {v!r}",
     "invert": _flag("invert"),
+    "adaptive": _flag("adaptive"),
+    "object_size": lambda v: None if _object_size(v) is not None else
+    f"object_size must be 'auto', 0 (off) or the typical object diameter in pixels (a number > 0), got {v!r}",
+    "trained_object_size": lambda v: None if _is_real(v) and v >= 0 else
+    f"trained_object_size must be a number of pixels >= 0 (0 = unknown), got {v!r}",
 }
 # Plain Python values in the config (numpy scalars from a form or an array would not survive
 # torch's safe loader in a checkpoint).
 _INFERENCE_TYPES: dict[str, Callable[[Any], Any]] = {
     "percentiles": lambda v: (float(v[0]), float(v[1])), "input_size": int, "tile_size": int,
     "tile_overlap": float, "threshold": float, "min_size": int, "instances": bool, "invert": bool,
-    "stitch_threshold": float,
+    "stitch_threshold": float, "adaptive": bool, "object_size": _object_size,
+    "trained_object_size": float,
 }
 
 
@@ -190,6 +209,14 @@ class InferenceConfig(_DictMixin):
         stitch_threshold: with instances, link ids through a Z stack: an object takes the id of
             the object in the previous slice it overlaps with at least this IoU (0 = off).
         invert: invert intensities after normalisation (e.g. dark nuclei on bright background).
+        adaptive: adapt post-processing to the objects in the image (``postprocess``'s
+            ``adaptive``); not applied by block-wise runs (``inference.scale``), which record so.
+        object_size: the typical object diameter in pixels in the images to segment, so that they
+            are rescaled to the size the model was trained at (as Cellpose's diameter): ``0``
+            runs at native scale (off), ``"auto"`` estimates it from a first pass, a number > 0
+            gives it (see ``inference.object_size``). Needs ``trained_object_size``.
+        trained_object_size: median object diameter in pixels of the training masks at the scale
+            the model was trained (a property of the model, recorded by training); 0 = unknown.
     """
 
     normalisation: Literal["dtype", "percentile", "minmax"] = "dtype"
@@ -203,6 +230,9 @@ class InferenceConfig(_DictMixin):
     instances: bool = False
     stitch_threshold: float = 0.0
     invert: bool = False
+    adaptive: bool = False
+    object_size: float | Literal["auto"] = 0.0
+    trained_object_size: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in check_inference_settings(**self.to_dict()).items():

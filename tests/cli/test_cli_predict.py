@@ -123,6 +123,8 @@ def test_default_model_needs_bundled_nuclei(images, tmp_path, checkpoint, monkey
 @pytest.mark.parametrize("extra,text", [
     (["--threshold", "1.5"], "--threshold"), (["--tile-size", "20"], "--tile-size"),
     (["--min-size", "-2"], "--min-size"), (["--device", "nonsense"], "device"),
+    (["--object-size", "big"], "--object-size must be 'auto', 0 (off) or"),
+    (["--object-size", "auto"], "model 'tiny' does not record the object size it was trained at"),
 ])
 def test_bad_options_one_line(images, tmp_path, checkpoint, capsys, extra, text):
     code = main(["predict", str(images), "-o", str(tmp_path / "o"), "--model", str(checkpoint[0]), "-q"] + extra)
@@ -163,6 +165,35 @@ def test_tiff_stack_with_axes(tmp_path, rng, checkpoint, capsys):
     assert labels.shape == (3, 20, 24) and labels.dtype == np.int32
     assert "no overlay for stack" in capsys.readouterr().err
     assert not (out / "s_overlay.png").exists()
+
+
+def test_object_size_and_adaptive_options_reach_segment():
+    from napari_litenext.cli import build_parser
+    from napari_litenext.cli.predict import segment_options
+
+    def options(*extra):
+        return segment_options(build_parser().parse_args(["predict", "x.png", "-o", "out", *extra]))
+
+    assert options()["object_size"] is None and options()["adaptive"] is None  # the model's
+    assert options("--object-size", "auto", "--adaptive")["object_size"] == "auto"
+    assert options("--object-size", "12.5")["object_size"] == "12.5"  # checked and converted by the config
+    assert options("--no-adaptive")["adaptive"] is False and options("--adaptive")["adaptive"] is True
+
+
+def test_object_size_rescales_and_keeps_the_image_shape(images, tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "sized.pt"
+    save_checkpoint(path, LiteNeXt(), InferenceConfig(mode="tile", tile_size=32, trained_object_size=16.0),
+                    ModelCard(name="sized"))
+    out = tmp_path / "out"
+    code = main(["predict", str(images / "a.png"), "-o", str(out), "--model", str(path), "-q",
+                 "--object-size", "32", "--adaptive"])
+    assert code == 0
+    with tifffile.TiffFile(out / "a_labels.tif") as tif:
+        labels = tif.asarray()
+        meta = json.loads(tif.pages[0].description)
+    assert labels.shape == (40, 48)
+    assert meta["object_size"] == 32.0 and meta["scale"] == 0.5 and meta["adaptive"] is True
 
 
 def test_progress_bar_on_stderr(images, tmp_path, checkpoint, capsys):

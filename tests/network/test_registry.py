@@ -92,8 +92,9 @@ def test_model_summary_from_card(models_dir):
 
 
 def test_checkpoints_of_an_older_release_still_verify(tmp_path):
-    # An older release wrote InferenceConfig without 'instances': its SHA-256 covers the settings
-    # as written, and the missing field takes its default.
+    # Older releases wrote InferenceConfig without 'instances', 'adaptive', 'object_size' and
+    # 'trained_object_size': the SHA-256 covers the settings as written, and the missing fields
+    # take their defaults.
     import torch
 
     from napari_litenext.config import InferenceConfig
@@ -103,11 +104,14 @@ def test_checkpoints_of_an_older_release_still_verify(tmp_path):
     path = tmp_path / "old.pt"
     save_checkpoint(path, LiteNeXt(), InferenceConfig(min_size=7))
     raw = torch.load(path, weights_only=True)
-    del raw["inference"]["instances"]
+    for name in ("instances", "adaptive", "object_size", "trained_object_size"):
+        del raw["inference"][name]
     raw["sha256"] = state_dict_sha256(raw["state_dict"], raw["config"], raw["inference"])
     torch.save(raw, path)
     ckpt = load_checkpoint(path)
     assert ckpt.inference.min_size == 7 and ckpt.inference.instances is False
+    assert (ckpt.inference.adaptive, ckpt.inference.object_size, ckpt.inference.trained_object_size) == \
+        (False, 0.0, 0.0)
     raw["inference"]["min_size"] = 8  # a changed setting still fails the check
     torch.save(raw, path)
     with pytest.raises(Exception, match="SHA-256"):

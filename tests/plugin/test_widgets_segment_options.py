@@ -100,6 +100,46 @@ def test_link_through_z_gives_one_id_per_object(viewer, qtbot, tmp_path):
     assert len(per_slice[0]) == 2 and all(s == per_slice[0] for s in per_slice)
 
 
+def test_object_size_and_adapt_to_objects_are_passed_only_when_changed(viewer, qtbot, tmp_path, rng, monkeypatch):
+    import torch
+
+    from napari_litenext.config import InferenceConfig, ModelCard
+    from napari_litenext.network.checkpoint import save_checkpoint
+    from napari_litenext.network.model import LiteNeXt
+    from napari_litenext.plugin.widgets import segment as segment_module
+
+    seen = []
+    original = segment_module._segment_job
+
+    def spy(data, source, device, kwargs, should_stop):
+        seen.append(dict(kwargs))
+        return (yield from original(data, source, device, kwargs, should_stop))
+
+    monkeypatch.setattr(segment_module, "_segment_job", spy)
+    torch.manual_seed(0)
+    path = tmp_path / "sized.pt"
+    save_checkpoint(path, LiteNeXt(), InferenceConfig(mode="tile", tile_size=64, trained_object_size=16.0),
+                    ModelCard(name="sized"))
+    widget = open_widget(viewer, "Segment")
+    widget.select_model(path)
+    qtbot.waitUntil(lambda: widget.model_values.source == str(path), timeout=30_000)
+    s = widget.settings
+    assert float(s.object_size.value) == 0.0 and s.adaptive.value is False  # the model's values
+    layer = viewer.add_image(rng.integers(0, 255, (48, 40)).astype(np.uint8), name="img")
+    widget.image.value = layer
+    _run(qtbot, widget)
+    assert "object_size" not in seen[-1] and "adaptive" not in seen[-1]
+    s.object_size.value = "32"
+    assert not widget._reapply_timer.isActive()  # a new object size needs the network, not a re-apply
+    _run(qtbot, widget)
+    assert seen[-1]["object_size"] == "32" and "adaptive" not in seen[-1]
+    meta = viewer.layers["img labels"].metadata["litenext"]
+    assert viewer.layers["img labels"].data.shape == (48, 40) and meta["scale"] == 0.5
+    s.adaptive.value = True
+    _run(qtbot, widget)
+    assert seen[-1]["adaptive"] is True and viewer.layers["img labels"].metadata["litenext"]["adaptive"] is True
+
+
 def test_segment_widget_exports_the_chosen_model(viewer, qtbot, random_checkpoint, tmp_path):
     pytest.importorskip("onnxruntime")
     widget = open_widget(viewer, "Segment")

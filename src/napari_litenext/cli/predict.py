@@ -48,6 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="with instances, give an object the id of the one in the previous Z slice it overlaps "
                         "with at least this IoU, so each nucleus keeps one id through a stack (0 = off; "
                         "default: the model's)")
+    p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
+                   help="adapt post-processing to the objects in each image; --no-adaptive for the fixed rules "
+                        "(default: the model's)")
+    p.add_argument("--object-size", metavar="auto|PIXELS",
+                   help="typical object diameter in pixels in the images, so that they are rescaled to the object "
+                        "size the model was trained at (tile mode); auto estimates it from a first pass; 0 = off, "
+                        "native scale (default: the model's)")
     p.add_argument("--channel", type=int, help="channel to segment in multichannel images (0-based)")
     p.add_argument("--axes", help="axes of the images, e.g. YX, YXC, CYX, ZYX, TYX, ZCYX (default: inferred)")
     p.add_argument("--mode", choices=MODES, help="tile: native resolution; resize: whole image at the "
@@ -211,7 +218,8 @@ def _refuse_clashes(plans: dict[Path, dict[str, Path]], args: argparse.Namespace
 def segment_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``segment`` keyword arguments the options give (None: the model's value)."""
     return dict(axes=args.axes, channel=args.channel, threshold=args.threshold, instances=args.instances,
-                min_size=args.min_size, stitch_threshold=args.stitch_threshold, mode=args.mode,
+                min_size=args.min_size, stitch_threshold=args.stitch_threshold, adaptive=args.adaptive,
+                object_size=args.object_size, mode=args.mode,
                 tile_size=args.tile_size, batch_size=args.batch_size)
 
 
@@ -221,7 +229,7 @@ def _check_numbers(args: argparse.Namespace, CliError: type) -> None:
     # Bad values are refused before any file is read or model loaded; the model's values fill the rest.
     options = segment_options(args)
     check_inference_settings(**{k: options[k] for k in ("threshold", "min_size", "tile_size", "instances", "mode",
-                                                        "stitch_threshold")})
+                                                        "stitch_threshold", "adaptive", "object_size")})
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
 

@@ -27,6 +27,7 @@ from ..progress import Progress, run_to_end
 from .layout import MIN_IMAGE_SIZE, arrange, infer_axes
 from . import lazy
 from .lazy import is_lazy
+from .object_size import segment_at_object_size
 from .postprocess import continue_ids, postprocess_stack
 from .preprocess import InputError, to_network_input
 from .resize import resize_bilinear
@@ -67,7 +68,8 @@ class Prediction:
 
 def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: int | None = None,
             threshold: float | None = None, instances: bool | None = None, min_size: int | None = None,
-            stitch_threshold: float | None = None,
+            stitch_threshold: float | None = None, adaptive: bool | None = None,
+            object_size: float | str | None = None,
             mode: str | None = None, tile_size: int | None = None, tile_overlap: float | None = None,
             batch_size: int = 8, device: Any = None, should_stop: Callable[[], bool] | None = None,
             workdir: str | os.PathLike | None = None, out: Any = None, keep_probabilities: bool = True,
@@ -95,6 +97,15 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
         stitch_threshold: with instances and a Z axis, link ids through the stack (an object
             takes the id of the one in the previous slice it overlaps with at least this IoU;
             0 = off); None takes the model's.
+        adaptive: adapt post-processing to the objects in the image; None takes the model's. Not
+            applied when a large lazy slice is segmented block by block (``settings["adaptive"]``
+            then says so, see ``inference.scale``).
+        object_size: the typical object diameter in pixels in this image, so that it is rescaled
+            to the object size the model was trained at (``inference.object_size``): 0 = native
+            scale (off), ``"auto"`` estimates it from a first pass at native scale; None takes the
+            model's. Not applied (recorded in ``settings["object_size"]``) in resize mode, with
+            ``out``, ``workdir`` or a lazy input too large for memory; a number given for those
+            raises ``SettingsError``.
         batch_size: most tiles (or slices) per network call; on CPU also capped by pixel count.
         device: torch device for the model (moved there); None keeps the model where it is.
         should_stop: called before each batch; returning True raises ``Cancelled``.
@@ -121,17 +132,26 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
     Raises:
         InputError: an unusable image (wrong dimensions, smaller than 16 x 16, NaN or infinite
             values, unknown axes, channel out of range, ...).
-        SettingsError: a setting out of range (threshold, tile size, ...).
+        SettingsError: a setting out of range (threshold, tile size, ...); an object size for a
+            model that does not record its trained object size, or a number for an input it
+            cannot be applied to.
         Cancelled: ``should_stop()`` returned True.
         FileExistsError: ``out`` exists (a ``LabelStore`` made with ``overwrite=False``).
     """
     import torch
 
     inference = model.inference.with_overrides(threshold=threshold, instances=instances, min_size=min_size,
-                                                stitch_threshold=stitch_threshold,
+                                                stitch_threshold=stitch_threshold, adaptive=adaptive,
+                                                object_size=object_size,
                                                 mode=mode, tile_size=tile_size, tile_overlap=tile_overlap)
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    if inference.object_size:
+        options = dict(axes=axes, channel=channel, threshold=threshold, instances=instances, min_size=min_size,
+                       stitch_threshold=stitch_threshold, adaptive=adaptive, mode=mode, tile_size=tile_size,
+                       tile_overlap=tile_overlap, batch_size=batch_size, device=device, should_stop=should_stop,
+                       workdir=workdir, out=out, keep_probabilities=keep_probabilities, value_range=value_range)
+        return (yield from segment_at_object_size(segment, image, model, inference, object_size, options))
     layout = arrange(image, axes, channel)
     image, axes, stack_axes, pixels = layout.source, layout.axes, layout.stack_axes, layout.pixels
     stack_shape, height, width = layout.stack_shape, layout.height, layout.width
@@ -147,7 +167,8 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
         return (yield from segment_blocks_of(
             image, model, out=out if out is not None else temporary_store_path(), axes=axes, channel=channel,
             threshold=inference.threshold, instances=inference.instances, min_size=inference.min_size,
-            stitch_threshold=inference.stitch_threshold, mode=inference.mode, block_size=edge, tile_size=inference.tile_size,
+            stitch_threshold=inference.stitch_threshold, adaptive=inference.adaptive,
+            object_size=inference.object_size, mode=inference.mode, block_size=edge, tile_size=inference.tile_size,
             tile_overlap=inference.tile_overlap, batch_size=batch_size, keep_probabilities=keep_probabilities,
             should_stop=should_stop, value_range=value_range))
     out_shape = stack_shape + (height, width)
@@ -165,7 +186,7 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
         settings = {
             "model": model.card.name, "sha256": model.sha256,
             "mode": inference.mode, "threshold": inference.threshold, "instances": inference.instances,
-            "min_size": inference.min_size,
+            "min_size": inference.min_size, "adaptive": inference.adaptive,
             "axes": stack_axes + "YX", "input_axes": axes, "channel": channel,
             "normalisation": inference.normalisation, "value_range": [value_range[0], value_range[1]],
             "invert": inference.invert, "device": "onnxruntime" if onnx else str(dev),
@@ -211,7 +232,7 @@ def segment(image: Any, model: LiteNeXt, *, axes: str | None = None, channel: in
 
             labels = sink.label_buffer(first, end)
             for _ in postprocess_stack(probabilities, labels, inference.threshold, inference.instances,
-                                       inference.min_size):
+                                       inference.min_size, adaptive=inference.adaptive):
                 run.check_stop()
                 post_done += 1
                 yield Progress("postprocess", post_done, len(slices), f"post-processed {post_done}/{len(slices)}")
@@ -239,7 +260,8 @@ def predict(image: Any, model: Any, **kwargs: Any) -> Prediction:
     """Segment ``image`` with ``model`` and return the ``Prediction``.
 
     Takes the same keyword arguments as ``segment`` (``axes``, ``channel``, ``threshold``,
-    ``instances``, ``min_size``, ``mode``, ``tile_size``, ``tile_overlap``, ``batch_size``,
+    ``instances``, ``min_size``, ``stitch_threshold``, ``adaptive``, ``object_size``, ``mode``, ``tile_size``,
+    ``tile_overlap``, ``batch_size``,
     ``device``, ``should_stop``, ``workdir``, ``out``, ``keep_probabilities``, ``value_range``)
     and raises the same errors.
     """

@@ -19,6 +19,7 @@ from .stitch import stitch_as_configured
 from ..progress import Progress, run_to_end
 from .distributed import DEFAULT_BLOCK_SIZE, BlockJob, plan_for, run_key, run_tasks, segment_blocks, worker_model
 from .layout import arrange
+from .object_size import check_object_size, object_size_not_applied
 from .predict import Prediction
 
 __all__ = ["segment_blocks_of", "predict_blocks", "predict_many", "DEFAULT_BLOCK_SIZE"]
@@ -27,7 +28,8 @@ __all__ = ["segment_blocks_of", "predict_blocks", "predict_many", "DEFAULT_BLOCK
 def segment_blocks_of(image: Any, model: Any, *, out: Any, client: Any = None,
                       block_size: int = DEFAULT_BLOCK_SIZE, axes: str | None = None, channel: int | None = None,
                       threshold: float | None = None, instances: bool | None = None, min_size: int | None = None,
-                      stitch_threshold: float | None = None, mode: str | None = None, tile_size: int | None = None,
+                      stitch_threshold: float | None = None, adaptive: bool | None = None,
+                      object_size: float | str | None = None, mode: str | None = None, tile_size: int | None = None,
                       tile_overlap: float | None = None, batch_size: int = 8, device: str | None = None, keep_probabilities: bool = False,
                       should_stop: Callable[[], bool] | None = None,
                       probabilities: Callable[[Any, int], Any] | None = None,
@@ -45,6 +47,10 @@ def segment_blocks_of(image: Any, model: Any, *, out: Any, client: Any = None,
             smaller than that are grouped, and resize mode always uses whole slices.
         axes, channel, threshold, instances, min_size, stitch_threshold, mode, tile_size,
             tile_overlap, batch_size, device: as ``segment`` (None: the model's setting).
+        adaptive, object_size: as ``segment``, but neither is applied here: blocks are
+            post-processed one by one, at native scale. ``settings["adaptive"]`` is
+            ``"not applied in block mode"`` when it was asked for (False otherwise), and
+            ``settings["object_size"]`` says the same when an object size was.
         keep_probabilities: also write the float32 map into the store.
         should_stop: checked after each block; True raises ``Cancelled`` (the run can be resumed).
         probabilities: ``(block, flat slice) -> probabilities`` replacing the network (tests).
@@ -55,7 +61,9 @@ def segment_blocks_of(image: Any, model: Any, *, out: Any, client: Any = None,
         settings and ``blocks``: counts (blocks, resumed, objects, joined).
 
     Raises:
-        InputError, SettingsError: as ``segment``. FileExistsError: ``out`` exists.
+        InputError, SettingsError: as ``segment``; also a number passed as ``object_size``, which
+            block mode cannot apply (``"auto"`` or the model's value is only recorded).
+            FileExistsError: ``out`` exists.
         Cancelled: ``should_stop()``; what was done is kept, and the same call resumes it.
     """
     from ..io.ngff import LabelStore, read_zarr
@@ -71,8 +79,14 @@ def segment_blocks_of(image: Any, model: Any, *, out: Any, client: Any = None,
         source = os.fspath(zarr_image.path)  # each worker opens it: pixels never travel
     local = load_model(model, device="cpu") if isinstance(model, (str, os.PathLike)) else model
     inference = local.inference.with_overrides(threshold=threshold, instances=instances, min_size=min_size,
-                                               stitch_threshold=stitch_threshold, mode=mode, tile_size=tile_size,
+                                               stitch_threshold=stitch_threshold, adaptive=adaptive,
+                                               object_size=object_size, mode=mode, tile_size=tile_size,
                                                tile_overlap=tile_overlap)
+    not_applied = {"adaptive": "not applied in block mode" if inference.adaptive else False}
+    if inference.object_size:
+        check_object_size(local, inference)
+        not_applied["object_size"] = object_size_not_applied(
+            object_size, "in block mode", "use object size 0 (off), or segment the image whole (no cluster)")
     layout = arrange(image, axes, channel)
     if value_range is None:
         yield Progress("statistics", 0, 1, "intensity range")
@@ -99,7 +113,7 @@ def segment_blocks_of(image: Any, model: Any, *, out: Any, client: Any = None,
         "model": local.card.name, "sha256": local.sha256, "mode": inference.mode, "threshold": inference.threshold,
         "instances": inference.instances, "min_size": inference.min_size, "axes": layout.stack_axes + "YX",
         "input_axes": layout.axes, "channel": channel, "normalisation": inference.normalisation,
-        "value_range": list(value_range), "invert": inference.invert, "blocks": counts,
+        "value_range": list(value_range), "invert": inference.invert, "blocks": counts, **not_applied,
         "device": str(device or next(local.parameters()).device),
     }
     if inference.mode == "tile":

@@ -8,8 +8,8 @@ from typing import Any
 from ...config import InferenceConfig
 from ._common import DEVICES, FILE_CHOICE, model_choices
 
-__all__ = ["segment_settings", "MODEL_FIELDS", "SETTINGS_OPTIONS", "NO_CHANNEL_AXIS", "channel_axis_choices",
-           "axes_with_channel"]
+__all__ = ["segment_settings", "MODEL_FIELDS", "REAPPLIED_FIELDS", "SETTINGS_OPTIONS", "NO_CHANNEL_AXIS",
+           "channel_axis_choices", "axes_with_channel"]
 
 #: "channel axis" choice for layers whose leading axes are all Z/T sliders.
 NO_CHANNEL_AXIS = -1
@@ -18,14 +18,19 @@ NO_CHANNEL_AXIS = -1
 def segment_settings(model: str = FILE_CHOICE, model_file: Path = Path(""),
                      threshold: float = InferenceConfig.threshold, instances: bool = InferenceConfig.instances,
                      min_size: int = InferenceConfig.min_size,
-                     stitch_threshold: float = InferenceConfig.stitch_threshold, probabilities: bool = False,
-                     browse: bool = False, labels_store: Path = Path(""), device: str = "auto") -> None:
-    """Settings of the Segment widget; threshold, instances and minimum size show the chosen model's."""
+                     stitch_threshold: float = InferenceConfig.stitch_threshold,
+                     adaptive: bool = InferenceConfig.adaptive, object_size: str = str(InferenceConfig.object_size),
+                     probabilities: bool = False, browse: bool = False, labels_store: Path = Path(""),
+                     device: str = "auto") -> None:
+    """Settings of the Segment widget; the fields of ``MODEL_FIELDS`` show the chosen model's."""
 
 
 #: Form fields that are the model's settings (form name -> InferenceConfig name).
 MODEL_FIELDS = {"threshold": "threshold", "instances": "instances", "min_size": "min_size",
-                "stitch_threshold": "stitch_threshold"}
+                "stitch_threshold": "stitch_threshold", "adaptive": "adaptive", "object_size": "object_size"}
+#: Those whose change re-applies post-processing to the kept probabilities, without the network
+#: (a new object size needs the network: it takes effect at the next run).
+REAPPLIED_FIELDS = {name: setting for name, setting in MODEL_FIELDS.items() if name != "object_size"}
 
 
 SETTINGS_OPTIONS: dict[str, dict[str, Any]] = {
@@ -42,6 +47,13 @@ SETTINGS_OPTIONS: dict[str, dict[str, Any]] = {
     "stitch_threshold": {"label": "link through Z", "min": 0.0, "max": 0.99, "step": 0.05,
                          "tooltip": "Z stacks with instances: an object keeps the id of the object in the slice "
                                     "before it when they overlap at least this much (IoU); 0 = off"},
+    "adaptive": {"label": "adapt to objects",
+                 "tooltip": "adapt post-processing to the objects in the image (e.g. drop specks much smaller than "
+                            "the typical object)"},
+    "object_size": {"label": "object size",
+                    "tooltip": "typical object diameter in pixels in this image, so that it is rescaled to the object "
+                               "size the model was trained at (tile mode; next run): a number, auto (estimated from "
+                               "a first pass) or 0 (off: native scale). Shows the model's value"},
     "probabilities": {"label": "probability layer", "tooltip": "also add the probability map as an Image layer"},
     "browse": {"label": "segment as I browse",
                "tooltip": "stacks too big to segment at once: segment the slice on show whenever the slider "

@@ -2,8 +2,9 @@
 
 Output is one Labels layer named ``"<image> labels"`` with the image's scale and translate (one
 stack for a stack), and optionally a ``"<image> probability"`` Image layer. Running again on the
-same image replaces those layers' data. Changing the threshold, minimum size or instance splitting
-afterwards re-runs only the post-processing on the kept probabilities, not the network.
+same image replaces those layers' data. Changing the threshold, minimum size, instance splitting,
+linking through Z or "adapt to objects" afterwards re-runs only the post-processing on the kept
+probabilities, not the network; a new object size takes effect at the next run.
 """
 
 # No "from __future__ import annotations": magicgui reads the settings functions' annotations as types.
@@ -29,8 +30,8 @@ from ._common import FILE_CHOICE, LayerChoices, ModelValues, RunStopper, load_mo
 from ._export import ask_export_path, export_from
 from ._outputs import put_labels, put_probabilities
 from ._segment_folder import FolderSource
-from ._segment_settings import MODEL_FIELDS, NO_CHANNEL_AXIS, SETTINGS_OPTIONS, axes_with_channel, \
-    channel_axis_choices, segment_settings
+from ._segment_settings import MODEL_FIELDS, NO_CHANNEL_AXIS, REAPPLIED_FIELDS, SETTINGS_OPTIONS, \
+    axes_with_channel, channel_axis_choices, segment_settings
 from ._layers import full_resolution, layer_axes, output_geometry
 from ._state import session_models
 
@@ -101,7 +102,7 @@ class SegmentWidget(QWidget):
         self.channel_axis.changed.connect(self._on_channel_axis_changed)
         self.settings.model.changed.connect(self._on_model_changed)
         self.settings.model_file.changed.connect(self._on_model_changed)
-        for name in MODEL_FIELDS:
+        for name in REAPPLIED_FIELDS:
             getattr(self.settings, name).changed.connect(self._schedule_reapply)
         session_models.changed.connect(self._on_session_models)
         self._default_to_bundled()
@@ -338,7 +339,7 @@ class SegmentWidget(QWidget):
         from ...config import InferenceConfig
         from ...inference.postprocess import relabel
 
-        values = {setting: getattr(self.settings, name).value for name, setting in MODEL_FIELDS.items()}
+        values = {setting: getattr(self.settings, name).value for name, setting in REAPPLIED_FIELDS.items()}
         last = self.last
         self.post_worker = create_worker(relabel, last.probabilities, last.settings["axes"][:-2],
                                          InferenceConfig().with_overrides(**values), _start_thread=False,
