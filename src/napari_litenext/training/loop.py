@@ -13,6 +13,8 @@ model's normalisation, mode, input size and the rest unless the config sets them
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +124,15 @@ def _starting_model(cfg: TrainConfig, folder: RunFolder) -> LiteNeXt:
     return model
 
 
+def _typical_object_size(samples: list[Sample]) -> float:
+    """Median over images of each mask's median object diameter (px): the scale the network learns,
+    which ``object_size`` at inference rescales images to (0.0 when no mask has an object)."""
+    from ..inference.object_size import estimate_object_size
+
+    sizes = [size for size in (estimate_object_size(s.mask) for s in samples) if size]
+    return round(float(np.median(sizes)), 2) if sizes else 0.0
+
+
 def _lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr * (cfg.lr_gamma ** (epoch // cfg.lr_step) if cfg.lr_step else 1.0)
 
@@ -156,6 +167,8 @@ def train(train_samples: list[Sample], val_samples: list[Sample] | None = None, 
     device = ddp.device
     torch.manual_seed(cfg.seed)  # before the new network's weights are drawn
     model = _starting_model(cfg, folder)
+    if cfg.mode == "tile":
+        model.inference = dataclasses.replace(model.inference, trained_object_size=_typical_object_size(train_samples))
     inference = model.inference
     cfg = cfg.resolved(inference, model.config)
     val_samples = list(val_samples or [])
