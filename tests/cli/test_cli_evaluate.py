@@ -50,7 +50,8 @@ def test_cli_evaluate_prints_table_and_writes_json(folders, tmp_path, capsys):
     assert stdout.splitlines()[0] == "1 image scored (native protocol)"
     assert any(line.split() == ["dice", "0.6667"] for line in stdout.splitlines()) and "aji" in stdout
     assert f"scores written to {out}" in stdout
-    assert calls == [dict(instances=True, threshold=0.4, device="cpu", channel=None, should_stop=None, min_size=None)]
+    assert calls == [dict(instances=True, threshold=0.4, device="cpu", channel=None, should_stop=None, min_size=None,
+                          adaptive=None, object_size=None)]
     data = json.loads(out.read_text())
     assert data["n_images"] == 1 and data["dice"] == pytest.approx(2 / 3)
     assert data["model_sha256"] == "abc" and data["per_image"][0]["name"] == "cell"
@@ -92,6 +93,38 @@ def test_cli_evaluate_bad_threshold(folders, capsys):
     assert main(["evaluate", "--model", "m", "--images", str(img), "--masks", str(msk),
                  "--threshold", "1.5"]) == 2
     assert "--threshold" in capsys.readouterr().err
+
+
+def test_cli_evaluate_adaptive_and_object_size(folders, tmp_path, monkeypatch):
+    img, msk, calls = folders
+    monkeypatch.setattr(ev, "_load_model", lambda source, device: types.SimpleNamespace(
+        inference=InferenceConfig(mode="tile", trained_object_size=20.0), card=ModelCard(name="stand-in"),
+        sha256="abc"))
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "--model", "m", "--images", str(img), "--masks", str(msk), "--adaptive",
+                 "--object-size", "auto", "--json", str(out)]) == 0
+    assert (calls[-1]["adaptive"], calls[-1]["object_size"]) == (True, "auto")
+    data = json.loads(out.read_text())
+    assert (data["adaptive"], data["object_size"]) == (True, "auto")
+    assert main(["evaluate", "--model", "m", "--images", str(img), "--masks", str(msk), "--no-adaptive",
+                 "--object-size", "24"]) == 0
+    assert (calls[-1]["adaptive"], calls[-1]["object_size"]) == (False, "24")
+    assert main(["evaluate", "--model", "m", "--images", str(img), "--masks", str(msk)]) == 0
+    assert (calls[-1]["adaptive"], calls[-1]["object_size"]) == (None, None)  # the model's
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--object-size", "x"], "--object-size must be 'auto', 0 (off) or"),
+    (["--object-size", "-2"], "--object-size must be"),
+    (["--object-size", "30", "--protocol", "paper"], "--object-size 30 cannot be applied with the paper protocol"),
+])
+def test_cli_evaluate_bad_object_size_is_one_line(folders, tmp_path, capsys, argv, expected):
+    _, _, calls = folders
+    missing = tmp_path / "nowhere"  # refused before any file is read: these folders are never looked at
+    assert main(["evaluate", "--model", "m", "--images", str(missing), "--masks", str(missing), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"napari-litenext: error: {expected}") and len(err.splitlines()) == 1
+    assert calls == []
 
 
 def test_cli_evaluate_help_explains_naming(capsys):

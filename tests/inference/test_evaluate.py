@@ -51,7 +51,8 @@ def fake_predict(monkeypatch):
     """
     seen = []
 
-    def predict_labels(image, model, *, instances, threshold, device, channel, should_stop, min_size=None):
+    def predict_labels(image, model, *, instances, threshold, device, channel, should_stop, min_size=None,
+                       adaptive=None, object_size=None):
         seen.append(image)
         plane = image if image.ndim == 2 else image[..., 0]
         mask = plane > (threshold or 0.5) * 255

@@ -34,6 +34,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="probability threshold (default: the model's)")
     parser.add_argument("--min-size", type=int, default=None, metavar="PIXELS",
                         help="remove objects smaller than this (default: the model's; the paper protocol uses 0)")
+    parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
+                        help="adapt post-processing to the objects in each image; --no-adaptive for the fixed "
+                             "rules (default: the model's; the paper protocol uses --no-adaptive)")
+    parser.add_argument("--object-size", metavar="auto|PIXELS", default=None,
+                        help="typical object diameter in pixels in the images, so that they are rescaled to the "
+                             "object size the model was trained at (tile mode); auto estimates it from a first "
+                             "pass; 0 = off (default: the model's; not applied with the paper protocol)")
     parser.add_argument("--channel", type=int, default=None, help="channel to segment in multichannel images")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
@@ -63,9 +70,11 @@ def _run(args: argparse.Namespace) -> int:
     from ..errors import EvaluationError
     from ..inference.evaluate import evaluate_pairs
 
-    check_inference_settings(threshold=args.threshold, min_size=args.min_size)
+    check_inference_settings(threshold=args.threshold, min_size=args.min_size, adaptive=args.adaptive,
+                             object_size=args.object_size)
     steps = evaluate_pairs(args.model, args.images, args.masks, instances=args.instances,
                            protocol=args.protocol, threshold=args.threshold, min_size=args.min_size,
+                           adaptive=args.adaptive, object_size=args.object_size,
                            device=args.device, channel=args.channel, skip_bad=args.skip_bad)
     try:
         result = _drain(steps)

@@ -14,16 +14,19 @@ Protocols:
 * ``"paper"``: the image is resized to 256 x 256 (bilinear with antialiasing, as training resizes,
   keeping the pixel type so that normalisation is unchanged), predicted there, and compared with
   the mask resized to 256 x 256 by nearest neighbour; images whose resized mask is empty are
-  skipped, as in the paper, and no minimum object size is applied (the paper scores the
-  thresholded network output).
+  skipped, as in the paper, and neither a minimum object size nor adaptive post-processing is
+  applied (the paper scores the thresholded network output); nor is an object size (the image is
+  predicted at 256 x 256): a number given for it is refused, and ``"auto"`` or the model's value
+  is recorded as not applied.
+
+An object size (``InferenceConfig.object_size``) is not applied either for a model in resize mode
+(as ``predict``); a number given there is refused before any image is read.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +38,7 @@ from ..progress import Progress, run_to_end
 from ..metrics import BINARY_KEYS, INSTANCE_KEYS, PAPER_SIZE, binary_scores, instance_scores, resize_nearest, \
     summarise
 from ..io.pairing import check_sizes, match_folders, problems_message
+from .evaluation_result import EvaluationResult
 from .preprocess import select_channels
 from .resize import resize_keep_dtype
 
@@ -47,78 +51,6 @@ __all__ = ["EvaluationError", "EvaluationResult", "pair_files", "evaluate_pairs"
 PROTOCOLS = ("native", "paper")
 _LABELLED_NOTE = ("binary masks were split into 4-connected components for object scores; touching "
                   "objects in them count as one")
-
-
-
-
-@dataclass
-class EvaluationResult:
-    """Scores of one evaluation.
-
-    Attributes:
-        rows: one dict per scored image: ``name`` and, when read from files, ``image`` and
-            ``mask`` paths, then ``dice``, ``iou``, ``precision``, ``recall`` and, for object
-            scores, ``f1_50``, ``precision_50``, ``recall_50``, ``aji``, ``n_pred``, ``n_gt``.
-        means: ``n_images`` (scored) and the mean of every score over ``rows``.
-        skipped: names of images left out (paper protocol: empty ground truth).
-        settings: protocol, instances, threshold, model name and SHA-256 where known.
-        notes: things the user should know, e.g. that binary masks were labelled.
-        unusable: pairs left out with ``skip_bad``: one dict each with ``name``, ``file`` (the
-            file at fault) and ``reason`` (a message naming it).
-    """
-
-    rows: list[dict[str, Any]]
-    means: dict[str, float]
-    skipped: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    unusable: list[dict[str, str]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible: the means at the top level, then settings, notes and ``per_image``."""
-        return {**self.means, "n_skipped": len(self.skipped), "skipped": list(self.skipped),
-                "n_unusable": len(self.unusable), "unusable": [dict(u) for u in self.unusable],
-                **self.settings, "notes": list(self.notes), "per_image": [dict(r) for r in self.rows]}
-
-    def write_json(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write ``to_dict()`` to ``path`` atomically.
-
-        Raises:
-            FileExistsError: ``path`` exists and ``overwrite`` is False.
-        """
-        from ..io.files import atomic_write
-
-        text = json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
-        return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=overwrite)
-
-    def table(self) -> str:
-        """A short plain-text summary: counts, then one line per mean score."""
-        n = self.means.get("n_images", 0)
-        head = f"{n} image{'s' if n != 1 else ''} scored"
-        if self.settings.get("protocol"):
-            head += f" ({self.settings['protocol']} protocol)"
-        if self.skipped:
-            head += f", {len(self.skipped)} skipped (empty ground truth)"
-        if self.unusable:
-            head += f", {len(self.unusable)} unusable pair{'s' if len(self.unusable) != 1 else ''} left out"
-        lines = [head]
-        width = max((len(k) for k in self.means if k != "n_images"), default=0)
-        for key, value in self.means.items():
-            if key == "n_images":
-                continue
-            shown = f"{value:.1f}" if key.startswith("n_") else f"{value:.4f}"
-            lines.append(f"  {key:<{width}}  {shown}")
-        lines.extend(f"note: {note}" for note in self.notes)
-        lines.extend(f"left out: {u['reason']}" for u in self.unusable)
-        return "\n".join(lines)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 # ---------------------------------------------------------------- pairing
@@ -255,12 +187,39 @@ def _load_model(source: str | os.PathLike, device: Any) -> Any:
 
 def _predict_labels(image: np.ndarray, model: Any, *, instances: bool, threshold: float | None,
                     device: Any, channel: int | None, should_stop: Callable[[], bool] | None,
-                    min_size: int | None = None) -> np.ndarray:
+                    min_size: int | None = None, adaptive: bool | None = None,
+                    object_size: float | str | None = None) -> np.ndarray:
     """Labels for one image exactly as ``predict`` makes them (a seam for tests)."""
     from .predict import predict
 
     return predict(image, model, instances=instances, threshold=threshold, device=device, channel=channel,
-                   should_stop=should_stop, min_size=min_size).labels
+                   should_stop=should_stop, min_size=min_size, adaptive=adaptive, object_size=object_size).labels
+
+
+_PAPER_REASON = ("with the paper protocol (images are predicted at 256 x 256)",
+                 "use object size 0 (off), or protocol native")
+
+
+def _object_size_plan(model: Any, used: Any, requested: Any, protocol: str) -> tuple[Any, Any]:
+    """The object size to pass to ``predict`` and the one to record, from the resolved settings.
+
+    Where it cannot be applied (paper protocol, resize mode) ``predict`` gets 0 and the record says
+    why (``object_size.object_size_not_applied``).
+
+    Raises:
+        SettingsError: a number given where it cannot be applied; an object size for a model that
+            does not record its trained object size.
+    """
+    from .object_size import check_object_size, object_size_not_applied
+
+    if not used.object_size:
+        return requested, used.object_size
+    if protocol == "paper":
+        return 0, object_size_not_applied(requested, *_PAPER_REASON)
+    if used.mode == "resize":
+        return 0, object_size_not_applied(requested, "in resize mode", "use object size 0 (off), or mode tile")
+    check_object_size(model, used)
+    return requested, used.object_size
 
 
 def _progress(stage: str, done: int, total: int, message: str = "") -> Progress:
@@ -276,7 +235,8 @@ def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLike, masks: str | os.PathLike, *,
                    instances: bool = False, protocol: str = "native", threshold: float | None = None,
-                   min_size: int | None = None, device: Any = None, channel: int | None = None,
+                   min_size: int | None = None, adaptive: bool | None = None,
+                   object_size: float | str | None = None, device: Any = None, channel: int | None = None,
                    should_stop: Callable[[], bool] | None = None, skip_bad: bool = False
                    ) -> Generator[Progress, None, EvaluationResult]:
     """Predict every image of a folder and score it against its mask, step by step.
@@ -287,7 +247,8 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
         masks: folder of masks paired by name (module docstring).
         instances: also compute object scores (F1 at IoU 0.5, AJI).
         protocol: ``"native"`` or ``"paper"`` (module docstring).
-        threshold, min_size: None uses the model's (the paper protocol keeps no minimum size).
+        threshold, min_size, adaptive, object_size: None uses the model's (as ``predict``); the
+            paper protocol uses min_size 0, adaptive False and no object size (module docstring).
         device: torch device; None picks one.
         channel: channel to segment in multichannel images (as ``predict``).
         should_stop: returns True to cancel; ``predict.Cancelled`` is raised.
@@ -301,6 +262,8 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
         The ``EvaluationResult`` (via ``StopIteration.value``; ``evaluate`` does this for you).
 
     Raises:
+        SettingsError: a setting out of range; an object size that cannot be applied (module
+            docstring) or for a model that does not record its trained object size.
         EvaluationError: unknown protocol, pairing problems, nothing left to score, or (unless
             ``skip_bad``) a pair that cannot be used: an unreadable file, a mask with NaN,
             fractional or negative values (checked as training checks them), an image that cannot
@@ -308,14 +271,20 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
     """
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
-    # The paper scores the thresholded network output: no minimum object size there.
-    overrides = {"threshold": threshold, "instances": bool(instances),
-                 "min_size": 0 if protocol == "paper" else min_size}
+    paper = protocol == "paper"
+    # The paper scores the thresholded network output: no minimum object size, no adaptive rules there.
+    overrides = {"threshold": threshold, "instances": bool(instances), "min_size": 0 if paper else min_size,
+                 "adaptive": False if paper else adaptive, "object_size": object_size}
     check_inference_settings(**overrides)  # before any file is read
+    if paper and object_size is not None:
+        from .object_size import object_size_not_applied
+
+        object_size_not_applied(object_size, *_PAPER_REASON)  # a number is refused before any file is read
     pairs, unusable = _usable_pairs(images, masks, skip_bad)
     if isinstance(model, (str, os.PathLike)):
         model = _load_model(model, device)
     used = model.inference.with_overrides(**overrides)
+    overrides["object_size"], recorded_size = _object_size_plan(model, used, object_size, protocol)
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     notes: list[str] = []
@@ -368,6 +337,8 @@ def evaluate_pairs(model: LiteNeXt | str | os.PathLike, images: str | os.PathLik
         "instances": used.instances,
         "threshold": used.threshold,
         "min_size": used.min_size,
+        "adaptive": used.adaptive,
+        "object_size": recorded_size,
         "model": model.card.name,
         "model_sha256": model.sha256 or None,
         "images": str(images),
