@@ -98,7 +98,7 @@ def evaluate_run(name: str, model, paper_only: bool = False) -> dict:
     return results
 
 
-def _card_markdown(card, inference, sha: str, results: dict) -> str:
+def _card_markdown(card, inference, sha: str, results: dict, extra: str = "") -> str:
     lines = [f"# {card.name}", "", card.description, "", "## Training data", "", card.data, "",
              "## Recipe", "", card.recipe, "", "## Inference settings", "",
              f"mode `{inference.mode}`, input size {inference.input_size}, tile {inference.tile_size} "
@@ -106,7 +106,10 @@ def _card_markdown(card, inference, sha: str, results: dict) -> str:
              + (f" (percentiles {inference.percentiles[0]}-{inference.percentiles[1]})"
                 if inference.normalisation == "percentile" else "")
              + f", threshold {inference.threshold}, minimum object size {inference.min_size} px"
-             + (", touching nuclei split into instances." if inference.instances else "."), "",
+             + (", touching nuclei split into instances" if inference.instances else "")
+             + (", post-processing adapted to each image's objects" if inference.adaptive else "")
+             + (f", object size `{inference.object_size}` (trained at {inference.trained_object_size} px)"
+                if inference.object_size else "") + ".", "",
              "## Test metrics (per image, threshold 0.5)", "",
              "| protocol | Dice | IoU | precision | recall | F1@0.5 | AJI |", "|---|---|---|---|---|---|---|"]
 
@@ -121,8 +124,9 @@ def _card_markdown(card, inference, sha: str, results: dict) -> str:
     for key, label in labels.items():
         if key in results:
             lines.append(row(label, results[key]))
-    lines += ["", f"Validation Dice (model selection, {inference.mode} mode): {card.metrics.get('val_dice')}.",
-              "", "## Known limits", "", card.limits, "", f"Trained by {card.trained_by}. "
+    lines += ["", f"Validation Dice (model selection, {inference.mode} mode): {card.metrics.get('val_dice')}.", ""]
+    lines += [extra.strip(), ""] if extra else []
+    lines += ["## Known limits", "", card.limits, "", f"Trained by {card.trained_by}. "
               f"Checkpoint SHA-256: `{sha}`.", ""]
     return "\n".join(lines)
 
@@ -144,13 +148,23 @@ def main() -> int:
                                                      "the validation split, never on test)")
     parser.add_argument("--instances", action=argparse.BooleanOptionalAction, default=None,
                         help="store whether the model's labels are instances by default")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="other inference settings to store, e.g. adaptive=true object_size=auto "
+                             "trained_object_size=18.3 (chosen on validation images)")
+    parser.add_argument("--card-section", help="Markdown file added to the card before its known limits "
+                                               "(e.g. per-image-type scores)")
+    parser.add_argument("--limits", help="replace the card's known limits with this text")
     args = parser.parse_args()
 
     from napari_litenext.network.checkpoint import load_checkpoint, save_checkpoint
     from napari_litenext.config import ModelCard
 
     ckpt = load_checkpoint(Path(args.run) / "best.pt")
-    ckpt.inference = ckpt.inference.with_overrides(min_size=args.min_size, instances=args.instances)
+    extra = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        extra[key] = json.loads(value) if value not in ("auto",) else value
+    ckpt.inference = ckpt.inference.with_overrides(min_size=args.min_size, instances=args.instances, **extra)
     model = ckpt.build_model()
     results = evaluate_run(args.name, model)
     print(json.dumps(results, indent=1))
@@ -165,11 +179,12 @@ def main() -> int:
     recipe = (f"{ckpt.card.recipe}. {args.note + ' ' if args.note else ''}Trained on 2 CPU cores (no GPU) in "
               f"{hours:.1f} h, shared with other work; the specification's recipe (300 epochs, batch 32, lr 1e-4) "
               "needs a GPU.")
-    card = ModelCard(name=args.name, recipe=recipe, metrics=metrics, trained_by=ckpt.card.trained_by,
-                     **CARDS[args.name])
+    texts = dict(CARDS[args.name], **({"limits": args.limits} if args.limits else {}))
+    card = ModelCard(name=args.name, recipe=recipe, metrics=metrics, trained_by=ckpt.card.trained_by, **texts)
     MODELS.mkdir(parents=True, exist_ok=True)
     sha = save_checkpoint(MODELS / f"{args.name}.pt", model, ckpt.inference, card)
-    (MODELS / f"{args.name}.md").write_text(_card_markdown(card, ckpt.inference, sha, results))
+    section = Path(args.card_section).read_text() if args.card_section else ""
+    (MODELS / f"{args.name}.md").write_text(_card_markdown(card, ckpt.inference, sha, results, section))
     size = (MODELS / f"{args.name}.pt").stat().st_size
     print(f"wrote {MODELS / (args.name + '.pt')} ({size / 1e6:.2f} MB) and its card; epochs in recipe: "
           f"{history.get('epochs')}")

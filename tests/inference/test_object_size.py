@@ -241,3 +241,13 @@ def test_block_mode_records_that_it_applies_neither(tmp_path):
     assert result.settings["object_size"] == "not applied in block mode"
     with pytest.raises(SettingsError, match="object_size 30 cannot be applied in block mode"):
         predict_blocks(image, net, out=tmp_path / "b.zarr", block_size=64, object_size=30)
+
+
+def test_specks_do_not_drag_the_estimate_down():
+    labels = np.zeros((200, 200), np.int32)
+    yy, xx = np.mgrid[:200, :200]
+    for k, (cy, cx) in enumerate(((50, 50), (50, 150), (150, 50), (150, 150)), start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= 30 ** 2] = k  # 60 px nuclei
+    for k in range(20):  # twenty 2 x 2 specks: a plain median would say about 2 px
+        labels[5 + 9 * k: 7 + 9 * k, 100:102] = 10 + k
+    assert estimate_object_size(labels) == pytest.approx(60, abs=1)

@@ -233,13 +233,13 @@ def test_validation_dice_is_what_predict_and_the_metrics_give():
 def test_tile_training_records_the_object_size_it_learned(tmp_path):
     yy, xx = np.mgrid[:48, :48]
     images, masks = [], []
-    for k in range(4):  # two 10 px and one 16 px disc per image: the median diameter is 10 px
+    for k in range(4):  # two 10 px and one 16 px disc per image: most foreground is in 16 px objects
         mask = np.zeros((48, 48), bool)
         for cy, cx, d in ((12, 12, 10), (12, 36, 10), (36, 24, 16)):
             mask |= (yy - cy + 0.5) ** 2 + (xx - cx + 0.5) ** 2 <= (d / 2) ** 2
         images.append((mask * 200 + k).astype(np.uint8))
         masks.append(mask)
     _, result = _run(samples_from_arrays(images, masks), None, _cfg(tmp_path, epochs=1))
-    assert result.load_model().inference.trained_object_size == pytest.approx(10, abs=1)
+    assert result.load_model().inference.trained_object_size == pytest.approx(16, abs=1)
     _, resized = _run(samples_from_arrays(images, masks), None, _cfg(None, epochs=1, mode="resize"))
     assert resized.model.inference.trained_object_size == 0.0  # rescaling is for native-resolution models

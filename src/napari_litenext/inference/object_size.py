@@ -56,7 +56,7 @@ __all__ = ["estimate_object_size", "segment_at_object_size", "check_object_size"
            "AUTO_TOLERANCE", "MIN_SCALE", "MAX_SCALE"]
 
 #: "auto" keeps the native result when the scale it estimates is within [1 / this, this].
-AUTO_TOLERANCE = 1.25
+AUTO_TOLERANCE = 2.0
 #: Limits of the rescaling factor (trained size / object size).
 MIN_SCALE, MAX_SCALE = 0.25, 4.0
 _WHOLE = (slice(None), slice(None))
@@ -65,10 +65,13 @@ SegmentFn = Callable[..., Generator[Progress, None, "Prediction"]]
 
 
 def estimate_object_size(labels: Any) -> float | None:
-    """The median equivalent diameter of the objects of a label image or stack, in pixels.
+    """The area-weighted median equivalent diameter of the objects of a label image or stack, in pixels.
 
     Each object's diameter is that of the disk of its area, ``sqrt(4 * area / pi)``; each 2D plane
-    is measured on its own (an object seen in five slices of a stack counts five times).
+    is measured on its own (an object seen in five slices of a stack counts five times). Weighting
+    by area (half of the objects' pixels lie in objects at least this wide) keeps a first pass's
+    specks of noise from dragging the estimate down: twenty 3-pixel specks beside four nuclei
+    barely move it, while a plain median would report the specks' size.
 
     Args:
         labels: H x W or ... x H x W; instance ids (0 = background), or a semantic mask (bool, or
@@ -76,7 +79,7 @@ def estimate_object_size(labels: Any) -> float | None:
             dtype holding whole numbers >= 0.
 
     Returns:
-        The median diameter over all objects, or None when there is no object.
+        The area-weighted median diameter over all objects, or None when there is no object.
 
     Raises:
         ValueError: fewer than 2 dimensions, or values that are negative or not whole numbers.
@@ -98,7 +101,10 @@ def estimate_object_size(labels: Any) -> float | None:
     found = np.concatenate(areas)
     if not found.size:
         return None
-    return float(np.median(np.sqrt(4.0 * found / math.pi)))
+    order = np.argsort(found, kind="stable")
+    found = found[order].astype(np.float64)
+    half = np.searchsorted(np.cumsum(found), 0.5 * found.sum())
+    return float(np.sqrt(4.0 * found[half] / math.pi))
 
 
 def check_object_size(model: Any, inference: InferenceConfig) -> None:
