@@ -48,7 +48,7 @@ def test_model_config_validation(kwargs, match):
     ({"threshold": 1.0}, "threshold"),
     ({"min_size": -1}, "min_size"),
     ({"adaptive": "yes"}, "adaptive must be True or False"),
-    ({"object_size": "big"}, "object_size must be 'auto', 0 \\(off\\) or the typical object diameter"),
+    ({"object_size": "big"}, "object_size must be 'auto', 'off' \\(0\\) or the typical object diameter"),
     ({"object_size": -3}, "object_size must be"),
     ({"object_size": True}, "object_size must be"),
     ({"object_size": "nan"}, "object_size must be"),
@@ -143,3 +143,9 @@ def test_config_module_does_not_import_torch():
     code = "import sys, napari_litenext.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_object_size_reads_off_auto_and_pixels_from_text():
+    assert InferenceConfig().with_overrides(object_size="off").object_size == 0.0
+    assert InferenceConfig().with_overrides(object_size=" Auto ").object_size == "auto"
+    assert InferenceConfig().with_overrides(object_size="30").object_size == 30.0

@@ -138,11 +138,13 @@ def _numpy_bool_types() -> tuple[type, ...]:
 
 
 def _object_size(v: Any) -> float | str | None:
-    """``v`` as an object size ("auto" or pixels >= 0), from a number or a text field; None if it is none."""
+    """``v`` as an object size ("auto", "off" = 0, or pixels >= 0), from a number or a text field; None if it is none."""
     if isinstance(v, str):
         text = v.strip().lower()
         if text == "auto":
             return "auto"
+        if text == "off":
+            return 0.0
         try:
             v = float(text)  # the command line and the widget's text field give text
         except ValueError:
@@ -167,7 +169,7 @@ _INFERENCE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "invert": _flag("invert"),
     "adaptive": _flag("adaptive"),
     "object_size": lambda v: None if _object_size(v) is not None else
-    f"object_size must be 'auto', 0 (off) or the typical object diameter in pixels (a number > 0), got {v!r}",
+    f"object_size must be 'auto', 'off' (0) or the typical object diameter in pixels (a number > 0), got {v!r}",
     "trained_object_size": lambda v: None if _is_real(v) and v >= 0 else
     f"trained_object_size must be a number of pixels >= 0 (0 = unknown), got {v!r}",
 }

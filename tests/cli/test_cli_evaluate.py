@@ -114,7 +114,7 @@ def test_cli_evaluate_adaptive_and_object_size(folders, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--object-size", "x"], "--object-size must be 'auto', 0 (off) or"),
+    (["--object-size", "x"], "--object-size must be 'auto', 'off' (0) or"),
     (["--object-size", "-2"], "--object-size must be"),
     (["--object-size", "30", "--protocol", "paper"], "--object-size 30 cannot be applied with the paper protocol"),
 ])

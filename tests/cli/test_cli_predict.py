@@ -123,7 +123,7 @@ def test_default_model_needs_bundled_nuclei(images, tmp_path, checkpoint, monkey
 @pytest.mark.parametrize("extra,text", [
     (["--threshold", "1.5"], "--threshold"), (["--tile-size", "20"], "--tile-size"),
     (["--min-size", "-2"], "--min-size"), (["--device", "nonsense"], "device"),
-    (["--object-size", "big"], "--object-size must be 'auto', 0 (off) or"),
+    (["--object-size", "big"], "--object-size must be 'auto', 'off' (0) or"),
     (["--object-size", "auto"], "model 'tiny' does not record the object size it was trained at"),
 ])
 def test_bad_options_one_line(images, tmp_path, checkpoint, capsys, extra, text):

@@ -124,7 +124,7 @@ def test_object_size_and_adapt_to_objects_are_passed_only_when_changed(viewer, q
     widget.select_model(path)
     qtbot.waitUntil(lambda: widget.model_values.source == str(path), timeout=30_000)
     s = widget.settings
-    assert float(s.object_size.value) == 0.0 and s.adaptive.value is False  # the model's values
+    assert s.object_size.value == "off" and s.adaptive.value is False  # the model's values
     layer = viewer.add_image(rng.integers(0, 255, (48, 40)).astype(np.uint8), name="img")
     widget.image.value = layer
     _run(qtbot, widget)

@@ -243,7 +243,7 @@ class ModelValues:
         try:
             for name, setting in self.fields.items():
                 if setting in values:
-                    getattr(self.form, name).value = values[setting]
+                    getattr(self.form, name).value = _shown(setting, values[setting])
         finally:
             self._showing = False
         self.changed_by_user.clear()
@@ -276,6 +276,11 @@ class ModelValues:
     def overrides(self) -> dict[str, Any]:
         """The settings the user changed, as ``InferenceConfig`` names (the rest: the model's)."""
         return {self.fields[name]: getattr(self.form, name).value for name in sorted(self.changed_by_user)}
+
+
+def _shown(setting: str, value: Any) -> Any:
+    """How a form shows a setting's value: an object size of 0 reads "off" (the check accepts it back)."""
+    return "off" if setting == "object_size" and not value else value
 
 
 def start_run(job: Callable[..., Any], *args: Any, on_event: Callable[[Any], None], on_result: Callable[[Any], None],

@@ -19,7 +19,7 @@ def segment_settings(model: str = FILE_CHOICE, model_file: Path = Path(""),
                      threshold: float = InferenceConfig.threshold, instances: bool = InferenceConfig.instances,
                      min_size: int = InferenceConfig.min_size,
                      stitch_threshold: float = InferenceConfig.stitch_threshold,
-                     adaptive: bool = InferenceConfig.adaptive, object_size: str = str(InferenceConfig.object_size),
+                     adaptive: bool = InferenceConfig.adaptive, object_size: str = "off",
                      probabilities: bool = False, browse: bool = False, labels_store: Path = Path(""),
                      device: str = "auto") -> None:
     """Settings of the Segment widget; the fields of ``MODEL_FIELDS`` show the chosen model's."""
