@@ -61,6 +61,11 @@ RECIPES = {
                         epochs=20, lr_step=8, lr_gamma=0.3, loss="mwl", preset="boundary", srp=False,
                         resize_mix=0.25, max_patches_per_image=4, tile_size=512, name="nuclei",
                         init="nuclei-v1", augment="mild"),
+    # Continues nuclei-robust at a lower learning rate (its run plateaued after its first decay).
+    "nuclei-robust-2": dict(mode="tile", patch_size=256, normalisation="percentile", batch_size=8, lr=2e-4,
+                            epochs=20, lr_step=7, lr_gamma=0.3, loss="mwl", preset="boundary", srp=False,
+                            resize_mix=0.25, max_patches_per_image=4, tile_size=512, name="nuclei",
+                            init="runs/nuclei-robust/best.pt", augment="robust", seed=1),
     "skin-lesion": dict(mode="resize", patch_size=256, normalisation="dtype", batch_size=8, lr=1e-3,
                         epochs=150, lr_step=60, lr_gamma=0.25, loss="mwl", preset="boundary", srp=False,
                         name="skin-lesion"),
