@@ -81,3 +81,17 @@ def test_fine_tuning_keeps_the_starting_models_input_scaling(folders):
     tuned = load_checkpoint(folders / "tuned" / "best.pt").inference
     assert (tuned.normalisation, tuned.mode, tuned.input_size, tuned.threshold, tuned.instances) == \
         ("percentile", "tile", 32, 0.4, True)
+
+
+def test_robust_augment_flag_widens_the_augmentation():
+    from napari_litenext.cli import build_parser
+    from napari_litenext.cli.train import config_from_args
+    from napari_litenext.training.config import ROBUST_AUGMENT
+
+    base = ["train", "--images", "i", "--masks", "m", "--output", "o"]
+    plain = config_from_args(build_parser().parse_args(base)).augment
+    robust = config_from_args(build_parser().parse_args(base + ["--robust-augment"])).augment
+    assert plain.stain == 0.0 and plain.invert == 0.0
+    assert {k: getattr(robust, k) for k in ROBUST_AUGMENT} == ROBUST_AUGMENT
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(base + ["--robust-augment", "--no-augment"])

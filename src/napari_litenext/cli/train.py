@@ -55,7 +55,11 @@ def add_parser(subparsers) -> None:
                      help="Self-embedding Representation Parallel (default: on)")
     rec.add_argument("--srp-lambda", type=float, help=f"default: {LossConfig.srp_lambda}")
     rec.add_argument("--srp-tau", type=float, help=f"default: {LossConfig.srp_tau}")
-    rec.add_argument("--no-augment", action="store_true")
+    augment = rec.add_mutually_exclusive_group()
+    augment.add_argument("--no-augment", action="store_true")
+    augment.add_argument("--robust-augment", action="store_true",
+                         help="also scale 0.5-2x, stain, hue/saturation, greyscale, contrast, inversion and noise, "
+                              "for a model that must work on images from other labs, stains and magnifications")
     rec.add_argument("--seed", type=int, default=0)
     rec.add_argument("--val-every", type=int, default=1)
     model = p.add_argument_group("settings the model will carry (default: the starting model's, or the "
@@ -91,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> "TrainConfig":
     Raises:
         SettingsError: a value out of range.
     """
-    from ..training.config import AugmentConfig, LossConfig, TrainConfig
+    from ..training.config import ROBUST_AUGMENT, AugmentConfig, LossConfig, TrainConfig
 
     w_b, w_o, w_m = args.mwl_weights or (None, None, None)
     loss = {"loss": args.loss, "preset": args.mwl_preset, "w_b": w_b, "w_o": w_o, "w_m": w_m,
@@ -101,7 +105,8 @@ def config_from_args(args: argparse.Namespace) -> "TrainConfig":
              "normalisation": args.normalisation, "invert": args.invert, "threshold": args.threshold,
              "min_size": args.min_size, "instances": args.instances}
     return TrainConfig(loss=LossConfig(**{k: v for k, v in loss.items() if v is not None}),
-                       augment=AugmentConfig(enabled=not args.no_augment), seed=args.seed,
+                       augment=AugmentConfig(enabled=not args.no_augment,
+                                             **(ROBUST_AUGMENT if args.robust_augment else {})), seed=args.seed,
                        val_every=args.val_every, device=args.device, amp=not args.no_amp, init=args.init,
                        resume=args.resume, output_dir=str(Path(args.output)), overwrite=args.overwrite,
                        name=args.name or Path(args.output).name, **{k: v for k, v in given.items() if v is not None})
