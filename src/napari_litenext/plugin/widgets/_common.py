@@ -222,10 +222,13 @@ class ModelValues:
     Args:
         form: a magicgui container.
         fields: form field name -> ``InferenceConfig`` setting name.
+        shown: form field name -> how that field shows a stored value (e.g. a text field showing
+            an object size of 0 as "off"); other fields show the value as it is.
     """
 
-    def __init__(self, form: Any, fields: dict[str, str]) -> None:
-        self.form, self.fields = form, fields
+    def __init__(self, form: Any, fields: dict[str, str],
+                 shown: dict[str, Callable[[Any], Any]] | None = None) -> None:
+        self.form, self.fields, self.shown = form, fields, dict(shown or {})
         self.changed_by_user: set[str] = set()
         self.source: str | None = None
         self._showing = False
@@ -243,7 +246,8 @@ class ModelValues:
         try:
             for name, setting in self.fields.items():
                 if setting in values:
-                    getattr(self.form, name).value = _shown(setting, values[setting])
+                    value = values[setting]
+                    getattr(self.form, name).value = self.shown[name](value) if name in self.shown else value
         finally:
             self._showing = False
         self.changed_by_user.clear()
@@ -276,11 +280,6 @@ class ModelValues:
     def overrides(self) -> dict[str, Any]:
         """The settings the user changed, as ``InferenceConfig`` names (the rest: the model's)."""
         return {self.fields[name]: getattr(self.form, name).value for name in sorted(self.changed_by_user)}
-
-
-def _shown(setting: str, value: Any) -> Any:
-    """How a form shows a setting's value: an object size of 0 reads "off" (the check accepts it back)."""
-    return "off" if setting == "object_size" and not value else value
 
 
 def start_run(job: Callable[..., Any], *args: Any, on_event: Callable[[Any], None], on_result: Callable[[Any], None],

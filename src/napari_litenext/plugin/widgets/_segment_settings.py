@@ -8,7 +8,7 @@ from typing import Any
 from ...config import InferenceConfig
 from ._common import DEVICES, FILE_CHOICE, model_choices
 
-__all__ = ["segment_settings", "MODEL_FIELDS", "REAPPLIED_FIELDS", "SETTINGS_OPTIONS", "NO_CHANNEL_AXIS",
+__all__ = ["segment_settings", "MODEL_FIELDS", "SHOWN", "REAPPLIED_FIELDS", "SETTINGS_OPTIONS", "NO_CHANNEL_AXIS",
            "channel_axis_choices", "axes_with_channel"]
 
 #: "channel axis" choice for layers whose leading axes are all Z/T sliders.
@@ -28,6 +28,9 @@ def segment_settings(model: str = FILE_CHOICE, model_file: Path = Path(""),
 #: Form fields that are the model's settings (form name -> InferenceConfig name).
 MODEL_FIELDS = {"threshold": "threshold", "instances": "instances", "min_size": "min_size",
                 "stitch_threshold": "stitch_threshold", "adaptive": "adaptive", "object_size": "object_size"}
+#: How the form shows a model's value where the field is text: an object size of 0 reads "off"
+#: (which the settings check reads back as 0).
+SHOWN = {"object_size": lambda value: value or "off"}
 #: Those whose change re-applies post-processing to the kept probabilities, without the network
 #: (a new object size needs the network: it takes effect at the next run).
 REAPPLIED_FIELDS = {name: setting for name, setting in MODEL_FIELDS.items() if name != "object_size"}

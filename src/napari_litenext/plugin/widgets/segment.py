@@ -30,7 +30,7 @@ from ._common import FILE_CHOICE, LayerChoices, ModelValues, RunStopper, load_mo
 from ._export import ask_export_path, export_from
 from ._outputs import put_labels, put_probabilities
 from ._segment_folder import FolderSource
-from ._segment_settings import MODEL_FIELDS, NO_CHANNEL_AXIS, REAPPLIED_FIELDS, SETTINGS_OPTIONS, \
+from ._segment_settings import MODEL_FIELDS, NO_CHANNEL_AXIS, REAPPLIED_FIELDS, SETTINGS_OPTIONS, SHOWN, \
     axes_with_channel, channel_axis_choices, segment_settings
 from ._layers import full_resolution, layer_axes, output_geometry
 from ._state import session_models
@@ -64,7 +64,7 @@ class SegmentWidget(QWidget):
                                              "channels, and the channel to segment")
         self.channel = SpinBox(label="channel", min=0, max=0)
         self.settings = magicgui(segment_settings, persist=True, call_button=False, **SETTINGS_OPTIONS)
-        self.model_values = ModelValues(self.settings, MODEL_FIELDS)
+        self.model_values = ModelValues(self.settings, MODEL_FIELDS, SHOWN)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.export_button = PushButton(text="Export model...",
