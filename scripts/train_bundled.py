@@ -99,8 +99,10 @@ def main() -> int:
         recipe["epochs"] = args.epochs
     for item in args.set:
         key, value = item.split("=", 1)
-        recipe[key] = json.loads(value) if value not in ("boundary", "authors-code", "mwl", "dice_bce", "tile",
-                                                          "resize", "cuda", "cpu", "auto", "robust", "mild", "robust-upright") else value
+        try:
+            recipe[key] = json.loads(value)
+        except json.JSONDecodeError:  # a name such as boundary, tile or robust
+            recipe[key] = value
     dataset = "ph2" if args.model == "skin-lesion" else "dsb2018"
     split = json.loads((SHARED / "data" / dataset / "split.json").read_text())
     load = dsb_samples if dataset == "dsb2018" else ph2_samples
@@ -119,8 +121,7 @@ def run_recipe(recipe: dict[str, Any], train_samples: list, val_samples: list, o
         recipe: TrainConfig and LossConfig fields together: loss fields (loss, preset, w_b, ...,
             srp_tau) go to the LossConfig, the rest to the TrainConfig; ``augment`` may be
             "robust" (ROBUST_AUGMENT), "mild" (its probabilities halved), "robust-upright" (without
-            inversion) or a dict of AugmentConfig
-            fields. Not modified.
+            inversion) or a dict of AugmentConfig fields. Not modified.
         train_samples, val_samples: ``Sample`` lists (e.g. from ``dsb_samples``).
         out: run folder (best.pt, last.pt, history.csv); the settings go to <out>/recipe.json.
         resume, overwrite: as TrainConfig's.
@@ -136,14 +137,11 @@ def run_recipe(recipe: dict[str, Any], train_samples: list, val_samples: list, o
     from napari_litenext.training.loop import TrainConfig, train
 
     recipe = dict(recipe)
-    if recipe.get("augment") == "robust":
-        recipe["augment"] = AugmentConfig(**ROBUST_AUGMENT)
-    elif recipe.get("augment") == "robust-upright":
-        recipe["augment"] = AugmentConfig(**{**ROBUST_AUGMENT, "invert": 0.0})
-    elif recipe.get("augment") == "mild":
-        recipe["augment"] = AugmentConfig(**{k: v / 2 for k, v in ROBUST_AUGMENT.items()})
-    elif isinstance(recipe.get("augment"), dict):
-        recipe["augment"] = AugmentConfig(**recipe["augment"])
+    named = {"robust": ROBUST_AUGMENT, "robust-upright": {**ROBUST_AUGMENT, "invert": 0.0},
+             "mild": {k: v / 2 for k, v in ROBUST_AUGMENT.items()}}
+    augment = recipe.get("augment")
+    if augment is not None:
+        recipe["augment"] = AugmentConfig(**(named[augment] if isinstance(augment, str) else augment))
     loss = {k: recipe.pop(k) for k in list(recipe) if k in LossConfig.__dataclass_fields__}
     cfg = TrainConfig(output_dir=str(out), resume=resume, overwrite=overwrite, loss=LossConfig(**loss), **recipe)
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -217,8 +217,9 @@ class InferenceConfig(_DictMixin):
             are rescaled to the size the model was trained at (as Cellpose's diameter): ``0``
             runs at native scale (off), ``"auto"`` estimates it from a first pass, a number > 0
             gives it (see ``inference.object_size``). Needs ``trained_object_size``.
-        trained_object_size: median object diameter in pixels of the training masks at the scale
-            the model was trained (a property of the model, recorded by training); 0 = unknown.
+        trained_object_size: object diameter in pixels of the training masks at the scale the
+            model was trained (the median over images of ``estimate_object_size``; a property of
+            the model, recorded by tile-mode training); 0 = unknown.
     """
 
     normalisation: Literal["dtype", "percentile", "minmax"] = "dtype"

@@ -11,9 +11,9 @@ input's pixels), instances and ``adaptive``, then links ids through Z as configu
 have the input's shape.
 
 ``"auto"`` first segments at native scale (instances on, whatever the caller asked, to measure
-touching objects one by one) and takes the median equivalent diameter of the objects found
-(``estimate_object_size``). If the scale that gives is within ``AUTO_TOLERANCE`` of 1 (objects
-within 25% of the trained size) that native result is returned, post-processed as the caller
+touching objects one by one) and takes the area-weighted median equivalent diameter of the
+objects found (``estimate_object_size``). If the scale that gives is within ``AUTO_TOLERANCE`` of
+1 (objects within 2x of the trained size) that native result is returned, post-processed as the caller
 asked, without a second pass of the network; otherwise the image is segmented again, rescaled.
 
 Where it is not applied. Rescaling needs the rescaled image and its probability map in memory,

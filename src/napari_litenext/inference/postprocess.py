@@ -56,7 +56,7 @@ def postprocess(probabilities: np.ndarray, threshold: float = 0.5, instances: bo
         fill_holes: fill background regions enclosed by foreground (holes in nuclei or lesions;
             note that background fully enclosed by a ring of touching objects is filled too).
         adaptive: judge objects by the image's own (``inference.adaptive``): drop those much
-            smaller than the typical object or whose mean probability barely clears the
+            smaller than the typical object or whose peak probability stays close to the
             threshold, and seed instances relative to the typical size.
 
     Returns:

@@ -28,7 +28,8 @@ def bundled_models() -> dict[str, Path]:
     folder = Path(MODELS_DIR)
     if not folder.is_dir():
         return {}
-    return {p.stem: p for p in sorted(folder.glob("*.pt"), key=lambda p: p.stem) if p.is_file() and not p.name.startswith(".")}
+    found = sorted(folder.glob("*.pt"), key=lambda p: p.stem)  # by name: "nuclei" before "nuclei-v1"
+    return {p.stem: p for p in found if p.is_file() and not p.name.startswith(".")}
 
 
 def model_card_text(name: str) -> str:

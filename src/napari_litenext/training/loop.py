@@ -14,7 +14,6 @@ model's normalisation, mode, input size and the rest unless the config sets them
 from __future__ import annotations
 
 import dataclasses
-
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +124,9 @@ def _starting_model(cfg: TrainConfig, folder: RunFolder) -> LiteNeXt:
 
 
 def _typical_object_size(samples: list[Sample]) -> float:
-    """Median over images of each mask's median object diameter (px): the scale the network learns,
-    which ``object_size`` at inference rescales images to (0.0 when no mask has an object)."""
+    """Median over images of each mask's object diameter (px, ``estimate_object_size``): the scale
+    the network learns, which ``object_size`` at inference rescales images to (0.0 when no mask
+    has an object)."""
     from ..inference.object_size import estimate_object_size
 
     sizes = [size for size in (estimate_object_size(s.mask) for s in samples) if size]
